@@ -126,6 +126,9 @@ def load_clip(name: str, path: str = "", device: torch.device | str = "cpu"):
     fpath = resolve_clip_weights(name, path)
     state_dict = read_state_dict(fpath)
     model = clip.model.build_model(dict(state_dict)).float().eval()
+    # build_model casts to fp16 before loading; reload so fp32 weights (e.g. tiny models) stay exact
+    model.load_state_dict({k: v for k, v in state_dict.items()
+                           if k not in ("input_resolution", "context_length", "vocab_size")})
     for p in model.parameters():
         p.requires_grad_(False)
     logger.info("Loaded CLIP %s from %s", name, fpath)
