@@ -11,7 +11,7 @@ def build_clip(
     embed_dim: int = 64,
     image_resolution: int = 32,
     vision_layers: int = 6,
-    vision_width: int = 128,
+    vision_width: int = 256,
     vision_patch_size: int = 8,
     context_length: int = 77,
     transformer_width: int = 128,

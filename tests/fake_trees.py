@@ -142,3 +142,25 @@ def make_dataset(root: str, name: str, n_classes: int = 4) -> str:
 def _mk(path: str) -> str:
     os.makedirs(path, exist_ok=True)
     return path
+
+
+def write_tiny_roles(path: str, num_layers: int = 6, num_heads: int = 4, width: int = 256) -> str:
+    """A valid roles file for a tiny CLIP: every role and every core attribute appears in the last 4 layers."""
+    pattern = [
+        ("attribute", "color"), ("generalization", "style"), ("attribute", "shape"), ("mixed", "none"),
+        ("attribute", "texture"), ("other_specialized", "animal"), ("attribute", "object"), ("generalization", "style"),
+        ("attribute", "location"), ("attribute", "color"), ("other_specialized", "text"), ("mixed", "none"),
+        ("attribute", "object"), ("generalization", "style"), ("attribute", "texture"), ("attribute", "shape"),
+    ]
+    layers = list(range(num_layers - 3, num_layers + 1))
+    heads = []
+    for i, layer in enumerate(layers):
+        for h in range(num_heads):
+            role, concept = pattern[(i * num_heads + h) % len(pattern)]
+            heads.append({"layer": layer, "head": h, "role": role, "concept": concept, "phrases": []})
+    doc = {"schema_version": 1, "backbone": "tiny", "num_layers": num_layers, "num_heads": num_heads,
+           "width": width, "layers": layers, "core_attributes": ["color", "shape", "texture", "object", "location"],
+           "heads": heads}
+    with open(path, "w") as f:
+        json.dump(doc, f)
+    return path

@@ -3,7 +3,7 @@ import dasslite
 
 dasslite.use_dassl()
 
-from . import zsclip  # noqa: E402,F401
+from . import dear, zsclip  # noqa: E402,F401
 from .config import extend_cfg  # noqa: E402
 
 __all__ = ["extend_cfg"]

@@ -1,0 +1,113 @@
+"""Summarise results from ``log.txt`` files.
+
+    python parse_test_res.py output/base2new/train_base/dtd/shots_16/DeAR/dear     # mean +- std over seed*/
+    python parse_test_res.py output/base2new --table [--csv results.csv]             # Base / Novel / HM table
+
+The accuracy of a run is the last ``* accuracy: X%`` line of its ``log.txt``.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import glob
+import os.path as osp
+import re
+import statistics
+import sys
+from collections import defaultdict
+
+ACC = re.compile(r"^\* accuracy: ([\d.]+)%", re.M)
+
+
+def run_accuracy(run_dir: str) -> float | None:
+    """Last reported accuracy of one run (``None`` if it has none yet)."""
+    logs = sorted(glob.glob(osp.join(run_dir, "log.txt*")))
+    for log in reversed(logs):
+        with open(log, encoding="utf-8", errors="replace") as f:
+            found = ACC.findall(f.read())
+        if found:
+            return float(found[-1])
+    return None
+
+
+def seed_accuracies(directory: str) -> dict[str, float]:
+    out = {}
+    for run in sorted(glob.glob(osp.join(directory, "seed*"))):
+        acc = run_accuracy(run)
+        if acc is not None:
+            out[osp.basename(run)] = acc
+    return out
+
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+    return statistics.mean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
+def harmonic_mean(base: float, new: float) -> float:
+    return 2 * base * new / (base + new) if base + new > 0 else 0.0
+
+
+def collect_base2new(root: str) -> dict[tuple[str, str], dict[str, dict[str, float]]]:
+    """``{(trainer, config): {dataset: {"base": acc, "novel": acc}}}`` averaged over seeds."""
+    table: dict = defaultdict(dict)
+    for split, key in (("train_base", "base"), ("test_new", "novel")):
+        pattern = osp.join(root, split, "*", "shots_*", "*", "*")
+        for d in sorted(glob.glob(pattern)):
+            dataset, _, trainer, config = d.split(osp.sep)[-4:]
+            accs = list(seed_accuracies(d).values())
+            if accs:
+                table[(trainer, config)].setdefault(dataset, {})[key] = mean_std(accs)[0]
+    return table
+
+
+def render_table(table) -> tuple[str, list[list]]:
+    rows = [["Method", "Dataset", "Base", "Novel", "HM"]]
+    lines = ["| Method | Dataset | Base | Novel | HM |", "|---|---|---|---|---|"]
+    for (trainer, config), per_ds in sorted(table.items()):
+        complete = {ds: v for ds, v in per_ds.items() if "base" in v and "novel" in v}
+        entries = [(ds, v["base"], v["novel"], harmonic_mean(v["base"], v["novel"])) for ds, v in sorted(complete.items())]
+        if len(entries) > 1:
+            b = statistics.mean(e[1] for e in entries)
+            n = statistics.mean(e[2] for e in entries)
+            entries.append(("Average", b, n, harmonic_mean(b, n)))
+        for ds, b, n, h in entries:
+            name = f"{trainer} ({config})"
+            rows.append([name, ds, f"{b:.2f}", f"{n:.2f}", f"{h:.2f}"])
+            lines.append(f"| {name} | {ds} | {b:.2f} | {n:.2f} | {h:.2f} |")
+    return "\n".join(lines), rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("directory", help="a folder of seed*/ runs, or with --table a base2new output root")
+    parser.add_argument("--table", action="store_true", help="paper-style Base / Novel / HM table")
+    parser.add_argument("--csv", default="", help="with --table: also write the table to this CSV file")
+    args = parser.parse_args(argv)
+    if not osp.isdir(args.directory):
+        print(f"error: {args.directory} is not a directory", file=sys.stderr)
+        return 2
+    if args.table:
+        table = collect_base2new(args.directory)
+        if not table:
+            print(f"error: no finished runs under {args.directory}/{{train_base,test_new}}", file=sys.stderr)
+            return 1
+        markdown, rows = render_table(table)
+        print(markdown)
+        if args.csv:
+            with open(args.csv, "w", newline="") as f:
+                csv.writer(f).writerows(rows)
+            print(f"Wrote {args.csv}")
+        return 0
+    accs = seed_accuracies(args.directory)
+    if not accs:
+        print(f"error: no seed*/log.txt with an accuracy under {args.directory}", file=sys.stderr)
+        return 1
+    for seed, acc in accs.items():
+        print(f"{seed}: accuracy {acc:.2f}%")
+    m, s = mean_std(list(accs.values()))
+    print(f"=> result: accuracy {m:.2f}% +- {s:.2f}% ({len(accs)} seeds)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

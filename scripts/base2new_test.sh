@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Base-to-novel, step 2: evaluate the base-trained model on the novel classes.
+#   bash scripts/base2new_test.sh DATASET SEED [TRAINER] [CONFIG]
+# Environment: as base2new_train.sh, plus LOADEP (epoch to load, default: OPTIM.MAX_EPOCH of the config).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+DATASET=${1:?usage: base2new_test.sh DATASET SEED [TRAINER] [CONFIG]}
+SEED=${2:?usage: base2new_test.sh DATASET SEED [TRAINER] [CONFIG]}
+TRAINER=${3:-DeAR}
+CFG=${4:-$(echo "${TRAINER}" | tr '[:upper:]' '[:lower:]')}
+[ "${TRAINER}" = "ZeroshotCLIP" ] && CFG=${4:-zsclip}
+DATA=${DATA:-./data}
+OUTPUT=${OUTPUT:-./output}
+SHOTS=${SHOTS:-16}
+PYTHON=${PYTHON:-python}
+read -r -a EXTRA <<< "${OPTS:-}"
+
+COMMON=(--root "${DATA}" --seed "${SEED}" --trainer "${TRAINER}"
+        --dataset-config-file "configs/datasets/${DATASET}.yaml" --config-file "configs/${CFG}.yaml")
+MODEL_DIR=${OUTPUT}/base2new/train_base/${DATASET}/shots_${SHOTS}/${TRAINER}/${CFG}/seed${SEED}
+DIR=${OUTPUT}/base2new/test_new/${DATASET}/shots_${SHOTS}/${TRAINER}/${CFG}/seed${SEED}
+if [ -f "${DIR}/log.txt" ] && grep -q "^\* accuracy" "${DIR}/log.txt"; then
+    echo "Results are available in ${DIR}. Skip."
+    exit 0
+fi
+LOAD=()
+if [ "${TRAINER}" != "ZeroshotCLIP" ]; then
+    if [ -z "${LOADEP:-}" ]; then
+        LOADEP=$("${PYTHON}" train.py "${COMMON[@]}" --print-config "${EXTRA[@]}" \
+                 | awk '/^OPTIM:/{o=1} o && /MAX_EPOCH:/{print $2; exit}')
+    fi
+    [ -d "${MODEL_DIR}" ] || { echo "No trained model in ${MODEL_DIR}; run base2new_train.sh first" >&2; exit 1; }
+    LOAD=(--model-dir "${MODEL_DIR}" --load-epoch "${LOADEP}")
+fi
+echo "Run: ${DIR}"
+"${PYTHON}" train.py "${COMMON[@]}" \
+    --output-dir "${DIR}" \
+    "${LOAD[@]}" \
+    --eval-only \
+    DATASET.NUM_SHOTS "${SHOTS}" \
+    DATASET.SUBSAMPLE_CLASSES new \
+    "${EXTRA[@]}"

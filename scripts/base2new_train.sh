@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Base-to-novel, step 1: train on the base classes (or, for ZeroshotCLIP, evaluate on them).
+#   bash scripts/base2new_train.sh DATASET SEED [TRAINER] [CONFIG]
+#   e.g. bash scripts/base2new_train.sh dtd 1            (DeAR with configs/dear.yaml)
+# DATASET names configs/datasets/DATASET.yaml; CONFIG names configs/CONFIG.yaml.
+# Environment: DATA (data root, default ./data), OUTPUT (default ./output), SHOTS (default 16),
+#              OPTS (extra KEY VALUE overrides passed to train.py), PYTHON (default python).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+DATASET=${1:?usage: base2new_train.sh DATASET SEED [TRAINER] [CONFIG]}
+SEED=${2:?usage: base2new_train.sh DATASET SEED [TRAINER] [CONFIG]}
+TRAINER=${3:-DeAR}
+CFG=${4:-$(echo "${TRAINER}" | tr '[:upper:]' '[:lower:]')}
+[ "${TRAINER}" = "ZeroshotCLIP" ] && CFG=${4:-zsclip}
+DATA=${DATA:-./data}
+OUTPUT=${OUTPUT:-./output}
+SHOTS=${SHOTS:-16}
+PYTHON=${PYTHON:-python}
+read -r -a EXTRA <<< "${OPTS:-}"
+
+DIR=${OUTPUT}/base2new/train_base/${DATASET}/shots_${SHOTS}/${TRAINER}/${CFG}/seed${SEED}
+if [ -f "${DIR}/log.txt" ] && grep -q "^\* accuracy" "${DIR}/log.txt"; then
+    echo "Results are available in ${DIR}. Skip."
+    exit 0
+fi
+EVAL=()
+[ "${TRAINER}" = "ZeroshotCLIP" ] && EVAL=(--eval-only)
+echo "Run: ${DIR}"
+"${PYTHON}" train.py \
+    --root "${DATA}" \
+    --seed "${SEED}" \
+    --trainer "${TRAINER}" \
+    --dataset-config-file "configs/datasets/${DATASET}.yaml" \
+    --config-file "configs/${CFG}.yaml" \
+    --output-dir "${DIR}" \
+    "${EVAL[@]}" \
+    DATASET.NUM_SHOTS "${SHOTS}" \
+    DATASET.SUBSAMPLE_CLASSES base \
+    "${EXTRA[@]}"
