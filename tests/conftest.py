@@ -40,6 +40,7 @@ def make_cfg(**overrides):
     """Defaults + project keys, with ``KEY=value`` overrides (dots as double underscores not needed)."""
     from dassl.config import get_cfg_default
 
+    import datasets  # noqa: F401  (registers the data sets)
     import trainers
 
     cfg = get_cfg_default()

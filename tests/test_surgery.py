@@ -84,8 +84,8 @@ def test_per_head_isolation_with_batch(vitb16_clip):
 def test_masks_broadcast_like_explicit_batch_heads(tiny_clip):
     block = tiny_clip.visual.transformer.resblocks[0]
     torch.manual_seed(3)
-    x = torch.randn(3, 7, 128)
-    mask = torch.zeros(2, 7, 7)
+    x = torch.randn(3, 7, 256)
+    mask = torch.zeros(4, 7, 7)
     mask[0, :, 3:] = float("-inf")
     with torch.no_grad():
         a = block_forward(block, x, mask)

@@ -104,9 +104,9 @@ class DeARModel(nn.Module):
             raise ValueError(f"the text encoder has {info['text_layers']} layers, fewer than the {n_inj} injected")
         self.beta = cfg_dear.BETA
         self.n_text_tokens = cfg_dear.N_TEXT_TOKENS
-        self.learner = DeARLearner(clip_model, roles, n_inj, cfg_dear.N_TEXT_TOKENS, cfg_dear.TOKEN_INIT_STD,
+        masked = ablate(roles, cfg_dear.MASK, cfg_dear.MASK_SEED)  # the roles the masks are built from
+        self.learner = DeARLearner(clip_model, masked, n_inj, cfg_dear.N_TEXT_TOKENS, cfg_dear.TOKEN_INIT_STD,
                                    cfg_dear.FUSION_INIT_CLS)
-        masked = ablate(roles, cfg_dear.MASK, cfg_dear.MASK_SEED)
         n_orig = self.vision.num_tokens
         masks = []
         for layer in injected:
