@@ -65,7 +65,8 @@ def render_table(table) -> tuple[str, list[list]]:
     lines = ["| Method | Dataset | Base | Novel | HM |", "|---|---|---|---|---|"]
     for (trainer, config), per_ds in sorted(table.items()):
         complete = {ds: v for ds, v in per_ds.items() if "base" in v and "novel" in v}
-        entries = [(ds, v["base"], v["novel"], harmonic_mean(v["base"], v["novel"])) for ds, v in sorted(complete.items())]
+        entries = [(ds, v["base"], v["novel"], harmonic_mean(v["base"], v["novel"]))
+                   for ds, v in sorted(complete.items())]
         if len(entries) > 1:
             b = statistics.mean(e[1] for e in entries)
             n = statistics.mean(e[2] for e in entries)

@@ -105,7 +105,7 @@ def read_state_dict(fpath: str) -> dict[str, torch.Tensor]:
     """State dict of a CLIP weights file: a TorchScript archive (OpenAI) or a saved state dict."""
     try:
         with open(fpath, "rb") as f, warnings.catch_warnings():
-            warnings.simplefilter("ignore", FutureWarning)  # torch.jit.load is deprecated, still needed for OpenAI's files
+            warnings.simplefilter("ignore", FutureWarning)  # jit.load: needed for OpenAI files
             return torch.jit.load(f, map_location="cpu").state_dict()
     except RuntimeError:
         pass

@@ -8,9 +8,9 @@ import sys
 import pytest
 import torch
 from conftest import ROOT
-from fake_trees import make_dataset
 
 from clipkit import ClipWeightsNotFound, load_clip, resolve_clip_weights
+from tools.fake_data import make_dataset
 
 
 def test_load_by_path_equals_saved_model(tiny_clip, tiny_clip_file):

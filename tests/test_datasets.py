@@ -4,9 +4,9 @@ import os.path as osp
 
 import pytest
 from conftest import make_cfg
-from fake_trees import ALL_DATASETS, TEST_ONLY, make_dataset, make_image_folder, make_imagenet
 
 import datasets  # noqa: F401
+from tools.fake_data import ALL_DATASETS, TEST_ONLY, make_dataset, make_image_folder, make_imagenet
 
 
 def build(root, name, **kw):

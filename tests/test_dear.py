@@ -6,9 +6,9 @@ import sys
 import pytest
 import torch
 from conftest import ROOT, make_cfg
-from fake_trees import make_dataset, write_tiny_roles
 
 from head_roles import RolesMismatch, load_roles
+from tools.fake_data import make_dataset, write_tiny_roles
 
 
 @pytest.fixture(scope="module")

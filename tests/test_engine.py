@@ -5,11 +5,10 @@ import pytest
 import torch
 from conftest import make_cfg
 
-import dasslite
-
 
 def test_dassl_alias_serves_builtin_modules():
     import dassl.engine
+
     import dasslite.engine
 
     assert dasslite.engine_name() == "builtin"

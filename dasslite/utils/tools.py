@@ -19,12 +19,12 @@ def mkdir_if_missing(dirname: str) -> None:
 def check_isfile(fpath: str) -> bool:
     isfile = osp.isfile(fpath)
     if not isfile:
-        warnings.warn(f'No file found at "{fpath}"')
+        warnings.warn(f'No file found at "{fpath}"', stacklevel=2)
     return isfile
 
 
 def read_json(fpath: str):
-    with open(fpath, "r") as f:
+    with open(fpath) as f:
         return json.load(f)
 
 

@@ -44,7 +44,7 @@ def load_checkpoint(fpath: str) -> dict:
 
 
 def resume_from_checkpoint(fdir: str, model: nn.Module, optimizer=None, scheduler=None) -> int:
-    with open(osp.join(fdir, "checkpoint"), "r") as f:
+    with open(osp.join(fdir, "checkpoint")) as f:
         model_name = f.readlines()[0].strip("\n")
     fpath = osp.join(fdir, model_name)
     print(f'Loading checkpoint from "{fpath}"')
@@ -74,7 +74,7 @@ def load_pretrained_weights(model: nn.Module, weight_path: str) -> None:
     model_dict.update(matched)
     model.load_state_dict(model_dict)
     if not matched:
-        warnings.warn(f'Cannot load "{weight_path}" (check the key names manually)')
+        warnings.warn(f'Cannot load "{weight_path}" (check the key names manually)', stacklevel=2)
 
 
 def count_num_param(model: nn.Module | None = None, params=None) -> int:
