@@ -170,9 +170,9 @@ class TextTower(nn.Module):
         return self.transformer.resblocks
 
     def embed(self, text: torch.Tensor) -> torch.Tensor:
-        """``text: [C, 77]`` token ids -> ``[C, 77, D]``."""
+        """``text: [C, L]`` token ids (``L <= 77``; shorter: padding already dropped) -> ``[C, L, D]``."""
         x = self.token_embedding(text)
-        return x + self.positional_embedding.to(x.dtype)
+        return x + self.positional_embedding[: x.shape[1]].to(x.dtype)
 
     def prefix(self, text: torch.Tensor, upto: int) -> torch.Tensor:
         x = self.embed(text)

@@ -175,3 +175,20 @@ def test_base2new_scripts_and_parser_end_to_end(setup, tmp_path):
     assert table.returncode == 0, table.stderr
     assert "| DeAR (dear) | dtd |" in table.stdout and "| ZeroshotCLIP (zsclip) | dtd |" in table.stdout
     assert (tmp_path / "r.csv").read_text().startswith("Method,Dataset,Base,Novel,HM")
+
+
+def test_text_truncation_is_exact(setup, tmp_path):
+    """Dropping the padding after the last end-of-text token gives the full-length text features."""
+    from clipkit.surgery import causal_mask, run_blocks
+
+    tr = build(setup, tmp_path)
+    model = tr.model
+    assert model.text_ids.shape[1] < model.clip.context_length
+    with torch.no_grad():
+        model.learner.text_tokens.normal_()
+        ours = model.text_features()
+        full_ids = torch.nn.functional.pad(model.text_ids, (0, model.clip.context_length - model.text_ids.shape[1]))
+        x = model.text.embed(full_ids)
+        x = run_blocks(model.text.blocks[:model.text_start], x, causal_mask(x.shape[1]))
+        full = model.text.deep_with_tokens(x, full_ids, model.text_start, list(model.learner.text_tokens), 0.9)
+    assert torch.allclose(ours, torch.nn.functional.normalize(full, dim=-1), atol=1e-5)
