@@ -192,3 +192,15 @@ def test_text_truncation_is_exact(setup, tmp_path):
         x = run_blocks(model.text.blocks[:model.text_start], x, causal_mask(x.shape[1]))
         full = model.text.deep_with_tokens(x, full_ids, model.text_start, list(model.learner.text_tokens), 0.9)
     assert torch.allclose(ours, torch.nn.functional.normalize(full, dim=-1), atol=1e-5)
+
+
+def test_resume_from_checkpoint_with_warmup_scheduler(setup, tmp_path):
+    """Checkpoints hold plain data only (loadable with weights_only=True) and resume where they stopped."""
+    opts = {"OPTIM.WARMUP_EPOCH": 1, "OPTIM.WARMUP_TYPE": "constant", "OPTIM.WARMUP_CONS_LR": 1e-5}
+    build(setup, tmp_path, **opts).train()
+    ckpt = torch.load(tmp_path / "prompt_learner" / "model.pth.tar-2", weights_only=True)
+    assert ckpt["epoch"] == 2 and "successor_state" in ckpt["scheduler"]
+    tr = build(setup, tmp_path, **opts, **{"OPTIM.MAX_EPOCH": 3})
+    tr.train()
+    assert tr.start_epoch == 2
+    assert (tmp_path / "prompt_learner" / "model.pth.tar-3").is_file()

@@ -18,8 +18,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from dassl.engine import TRAINER_REGISTRY, TrainerX
 from dassl.metrics import compute_accuracy
-from dassl.optim import build_lr_scheduler, build_optimizer
-from dassl.utils import load_checkpoint
+from dassl.optim import build_optimizer
 from yacs.config import CfgNode as CN
 
 from clipkit import load_clip, template_for
@@ -27,6 +26,7 @@ from clipkit.loader import describe_backbone
 from clipkit.precision import PRECISIONS, PrecisionStep
 from clipkit.surgery import TextTower, VisionTower, run_blocks, run_injected
 from clipkit.text import class_prompts, encode_prompts, tokenize
+from dasslite.compat import build_lr_scheduler
 from head_roles import ABLATIONS, HeadRoles, RolesMismatch, ablate, load_roles, role_mask
 from head_roles.masks import ATTR_INTERACTIONS
 
@@ -233,6 +233,9 @@ class DeAR(TrainerX):
         self.step = PrecisionStep(c.PREC, self.device)
         print(f"Precision: {self.step.precision} (requested {c.PREC})")
 
+    def parse_batch_train(self, batch) -> tuple[torch.Tensor, torch.Tensor]:
+        return batch["img"].to(self.device), batch["label"].to(self.device)
+
     def forward_backward(self, batch) -> dict[str, float]:
         c = self.cfg.TRAINER.DEAR
         image, label = self.parse_batch_train(batch)
@@ -282,7 +285,7 @@ class DeAR(TrainerX):
         path = osp.join(directory, "prompt_learner", model_file)
         if not osp.exists(path):
             raise FileNotFoundError(f'Model not found at "{path}" (check --model-dir and --load-epoch)')
-        checkpoint = load_checkpoint(path)
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)  # tensors and plain data only
         state = checkpoint["state_dict"]
         learner = self.model.learner
         for key, what in (("backbone_shape", "backbone (layers, heads, width, embed)"),

@@ -327,6 +327,8 @@ class TrainerX(SimpleTrainer):
             end = time.time()
 
     def parse_batch_train(self, batch):
+        """``(input, label, domain)`` as in Dassl; CLIP trainers override it to return two."""
         input = batch["img"].to(self.device)
         label = batch["label"].to(self.device)
-        return input, label
+        domain = batch["domain"].to(self.device)
+        return input, label, domain

@@ -18,6 +18,17 @@ class _BaseWarmupScheduler(LRScheduler):
         self.warmup_epoch = warmup_epoch
         super().__init__(optimizer, last_epoch)
 
+    def state_dict(self) -> dict:
+        """Plain data only (the successor as its own state dict), so ``torch.load(weights_only=True)`` works."""
+        state = {k: v for k, v in self.__dict__.items() if k not in ("optimizer", "successor")}
+        state["successor_state"] = self.successor.state_dict()
+        return state
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        state = dict(state_dict)
+        self.successor.load_state_dict(state.pop("successor_state"))
+        self.__dict__.update(state)
+
     def step(self, epoch=None):  # noqa: D102
         if self.last_epoch >= self.warmup_epoch:
             self.successor.step(epoch)
