@@ -283,20 +283,22 @@ class DeAR(TrainerX):
             return
         model_file = "model-best.pth.tar" if epoch is None else f"model.pth.tar-{epoch}"
         path = osp.join(directory, "prompt_learner", model_file)
-        if not osp.exists(path):
-            raise FileNotFoundError(f'Model not found at "{path}" (check --model-dir and --load-epoch)')
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)  # tensors and plain data only
-        state = checkpoint["state_dict"]
-        learner = self.model.learner
-        for key, what in (("backbone_shape", "backbone (layers, heads, width, embed)"),
-                          ("role_codes", "head roles")):
-            if key not in state:
-                raise RolesMismatch(f"{path} has no {key}: it was not written by the DeAR trainer")
-            if not torch.equal(state[key].cpu(), getattr(learner, key).cpu()):
-                raise RolesMismatch(
-                    f"{path} was trained with other {what} than this run "
-                    f"(roles file {self.roles.source}, MASK={self.cfg.TRAINER.DEAR.MASK}). Use the same "
-                    "MODEL.BACKBONE.NAME and TRAINER.DEAR.ROLES_FILE/MASK as for training."
-                )
-        learner.load_state_dict(state)
-        print(f'Loaded {path} (epoch={checkpoint["epoch"]})')
+        hint = (f"roles file {self.roles.source}, MASK={self.cfg.TRAINER.DEAR.MASK}; use the same "
+                "MODEL.BACKBONE.NAME and TRAINER.DEAR.ROLES_FILE/MASK as for training")
+        epoch_loaded = load_learner(self.model.learner, path, hint)
+        print(f"Loaded {path} (epoch={epoch_loaded})")
+
+
+def load_learner(learner: DeARLearner, path: str, hint: str = "") -> int:
+    """Load a DeAR checkpoint into ``learner`` after checking its roles and backbone; return its epoch."""
+    if not osp.exists(path):
+        raise FileNotFoundError(f'Model not found at "{path}" (check --model-dir and --load-epoch)')
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True)  # tensors and plain data only
+    state = checkpoint["state_dict"]
+    for key, what in (("backbone_shape", "backbone (layers, heads, width, embed)"), ("role_codes", "head roles")):
+        if key not in state:
+            raise RolesMismatch(f"{path} has no {key}: it was not written by the DeAR trainer")
+        if not torch.equal(state[key].cpu(), getattr(learner, key).cpu()):
+            raise RolesMismatch(f"{path} was trained with other {what} than this run ({hint}).")
+    learner.load_state_dict(state)
+    return checkpoint["epoch"]
