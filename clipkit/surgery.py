@@ -21,22 +21,30 @@ import torch.nn.functional as F
 
 
 def attention(attn: nn.MultiheadAttention, x: torch.Tensor, mask: torch.Tensor | None = None,
-              return_heads: bool = False):
+              return_heads: bool = False, rows: Sequence[int] | None = None):
     """Multi-head self-attention of ``attn``'s weights on ``x: [B, L, D]``.
 
     Returns ``[B, L, D]``; with ``return_heads`` also each head's contribution to it, ``[B, H, L, D]``
-    (their sum plus the output bias is the output).
+    (their sum plus the output bias is the output). With ``rows``, only those query positions are
+    computed (keys and values still come from every token): ``[B, len(rows), D]``.
     """
     b, n, d = x.shape
     h = attn.num_heads
-    qkv = F.linear(x, attn.in_proj_weight, attn.in_proj_bias)  # [B, L, 3D]
-    q, k, v = qkv.view(b, n, 3, h, d // h).permute(2, 0, 3, 1, 4)  # each [B, H, L, d]
+    if rows is None:
+        qkv = F.linear(x, attn.in_proj_weight, attn.in_proj_bias)  # [B, L, 3D]
+        q, k, v = qkv.view(b, n, 3, h, d // h).permute(2, 0, 3, 1, 4)  # each [B, H, L, d]
+    else:
+        w, bias = attn.in_proj_weight, attn.in_proj_bias
+        q = F.linear(x[:, list(rows)], w[:d], bias[:d]).view(b, len(rows), h, d // h).transpose(1, 2)
+        k, v = F.linear(x, w[d:], bias[d:]).view(b, n, 2, h, d // h).permute(2, 0, 3, 1, 4)
     if mask is not None:
         mask = mask.to(dtype=q.dtype)
         while mask.dim() < 4:
             mask = mask.unsqueeze(0)  # [L, L] -> [1, 1, L, L]; [H, L, L] -> [1, H, L, L]
-    out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # [B, H, L, d]
-    merged = out.transpose(1, 2).reshape(b, n, d)
+        if rows is not None:
+            mask = mask[:, :, list(rows)]
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # [B, H, L or R, d]
+    merged = out.transpose(1, 2).reshape(b, q.shape[2], d)
     y = F.linear(merged, attn.out_proj.weight, attn.out_proj.bias)
     if not return_heads:
         return y
@@ -46,8 +54,15 @@ def attention(attn: nn.MultiheadAttention, x: torch.Tensor, mask: torch.Tensor |
 
 
 def block_forward(block: nn.Module, x: torch.Tensor, mask: torch.Tensor | None = None,
-                  return_heads: bool = False):
-    """One OpenAI ``ResidualAttentionBlock`` on ``x: [B, L, D]`` with ``mask`` passed in."""
+                  return_heads: bool = False, rows: Sequence[int] | None = None):
+    """One OpenAI ``ResidualAttentionBlock`` on ``x: [B, L, D]`` with ``mask`` passed in.
+
+    With ``rows``, only the outputs at those positions are computed and returned (``[B, len(rows), D]``):
+    exact, and much cheaper for a last block whose other outputs are never read.
+    """
+    if rows is not None:
+        y = x[:, list(rows)] + attention(block.attn, block.ln_1(x), mask, rows=rows)
+        return y + block.mlp(block.ln_2(y))
     if return_heads:
         a, per_head = attention(block.attn, block.ln_1(x), mask, return_heads=True)
     else:
@@ -74,9 +89,11 @@ class DeepOutput:
         return self.x[:, self.token_slice]
 
 
-def run_blocks(blocks: Sequence[nn.Module], x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-    for block in blocks:
-        x = block_forward(block, x, mask)
+def run_blocks(blocks: Sequence[nn.Module], x: torch.Tensor, mask: torch.Tensor | None = None,
+               last_rows: Sequence[int] | None = None) -> torch.Tensor:
+    """Run ``blocks``; with ``last_rows`` the last block computes only those positions."""
+    for i, block in enumerate(blocks):
+        x = block_forward(block, x, mask, rows=last_rows if i == len(blocks) - 1 else None)
     return x
 
 
@@ -87,13 +104,15 @@ def run_injected(
     insert_at: int,
     beta: float,
     masks: Sequence[torch.Tensor | None] | torch.Tensor | None = None,
+    keep_first: bool = False,
 ) -> DeepOutput:
     """Run ``blocks`` on ``x: [B, L, D]``, injecting learnable tokens.
 
     ``tokens[i]`` (``[K, D]`` or ``[B, K, D]``) is the token set of ``blocks[i]``: the first set is inserted
     at position ``insert_at``; before each later block the tokens become
     ``beta * tokens[i] + (1 - beta) * output_of_previous_block`` (the paper's knowledge anchoring).
-    ``masks`` is one mask for all blocks or one per block (``None`` entries: no mask).
+    ``masks`` is one mask for all blocks or one per block (``None`` entries: no mask). With ``keep_first``
+    the last block computes only position 0 ([CLS]) and the tokens, and ``x`` holds just those rows.
     """
     if len(tokens) != len(blocks):
         raise ValueError(f"need one token set per block: {len(tokens)} sets for {len(blocks)} blocks")
@@ -110,6 +129,9 @@ def run_injected(
             mixed = beta * t + (1.0 - beta) * x[:, sl]
             x = torch.cat([x[:, :insert_at], mixed, x[:, sl.stop:]], dim=1)
         mask = masks[i] if isinstance(masks, (list, tuple)) else masks
+        if keep_first and i == len(blocks) - 1:
+            x = block_forward(block, x, mask, rows=[0, *range(sl.start, sl.stop)])
+            return DeepOutput(x, slice(1, 1 + k))
         x = block_forward(block, x, mask)
     return DeepOutput(x, sl)
 

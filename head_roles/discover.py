@@ -350,7 +350,7 @@ def plot_roles(roles: HeadRoles, path: str) -> None:
     from matplotlib.patches import Patch
 
     colors = {"attribute": "#4C72B0", "other_specialized": "#DD8452", "generalization": "#55A868", "mixed": "#C7C7C7"}
-    fig, ax = plt.subplots(figsize=(1.0 + 0.9 * roles.num_heads, 0.8 + 0.7 * len(roles.layers)))
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.0 + 0.9 * roles.num_heads), 1.4 + 0.7 * len(roles.layers)))
     for yi, layer in enumerate(roles.layers):
         for h in roles.layer(layer):
             ax.add_patch(plt.Rectangle((h.head, yi), 0.95, 0.9, color=colors[h.role]))
@@ -363,7 +363,7 @@ def plot_roles(roles: HeadRoles, path: str) -> None:
     ax.set_xlabel("head")
     ax.set_title(f"Head roles: {roles.backbone}")
     ax.legend(handles=[Patch(color=c, label=r) for r, c in colors.items()], loc="upper center",
-              bbox_to_anchor=(0.5, -0.18), ncol=4, fontsize=8, frameon=False)
+              bbox_to_anchor=(0.5, -0.25), ncol=2, fontsize=8, frameon=False)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

@@ -8,19 +8,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-DATASET=${1:?usage: base2new_train.sh DATASET SEED [TRAINER] [CONFIG]}
-SEED=${2:?usage: base2new_train.sh DATASET SEED [TRAINER] [CONFIG]}
-TRAINER=${3:-DeAR}
-CFG=${4:-$(echo "${TRAINER}" | tr '[:upper:]' '[:lower:]')}
-[ "${TRAINER}" = "ZeroshotCLIP" ] && CFG=${4:-zsclip}
-DATA=${DATA:-./data}
-OUTPUT=${OUTPUT:-./output}
-SHOTS=${SHOTS:-16}
-PYTHON=${PYTHON:-python}
-read -r -a EXTRA <<< "${OPTS:-}"
+. scripts/common.sh
 
 DIR=${OUTPUT}/base2new/train_base/${DATASET}/shots_${SHOTS}/${TRAINER}/${CFG}/seed${SEED}
-if [ -f "${DIR}/log.txt" ] && grep -q "^\* accuracy" "${DIR}/log.txt"; then
+if finished "${DIR}"; then
     echo "Results are available in ${DIR}. Skip."
     exit 0
 fi

@@ -1,18 +1,48 @@
 #!/usr/bin/env bash
-# Quickstart on a fresh machine, offline: install, generate a tiny setup, run base-to-novel for DeAR and
-# zero-shot CLIP on it with the real scripts, print the Base / Novel / HM table.
+# The built-in world, end to end, offline, on a CPU (README command one):
+#   1. install the requirements into .venv;
+#   2. render the synthetic world (tools/world.py) in CoOp's layout;
+#   3. pretrain a tiny CLIP on its image-caption pairs (tools/pretrain_world_clip.py);
+#   4. discover its head roles with Concept Entropy (head_roles.discover);
+#   5. base-to-novel with the real scripts for zero-shot CLIP and DeAR, seeds 1-3, and the table;
+#   6. pictures: head-role map, fusion weights, attribute-conditioned retrieval.
+# Every stage is cached under output/world; a second run reuses them.
+# Knobs (environment): WORLD_DIR, SEEDS, STEPS, PRETRAIN_IMAGES, DISCOVER_IMAGES, EXTRA_OPTS, SKIP_SETUP=1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup_env.sh
-. .venv/bin/activate
-export PYTHONWARNINGS=ignore CLIP_OFFLINE=1
-OUT=output/demo
-python -m tools.make_tiny_setup --out "${OUT}/setup"
-export DATA=${OUT}/setup/data OUTPUT=${OUT} SHOTS=16
-export OPTS="MODEL.BACKBONE.PATH ${OUT}/setup/tiny_clip.pt TRAINER.DEAR.ROLES_FILE ${OUT}/setup/tiny_roles.json \
-INPUT.SIZE (32,32) DATALOADER.NUM_WORKERS 0 OPTIM.MAX_EPOCH 5 TRAIN.PRINT_FREQ 5"
-for TRAINER in ZeroshotCLIP DeAR; do
-    bash scripts/base2new_train.sh dtd 1 "${TRAINER}" | tail -n 3
-    bash scripts/base2new_test.sh dtd 1 "${TRAINER}" | tail -n 3
+if [ "${SKIP_SETUP:-0}" != "1" ]; then
+    bash scripts/setup_env.sh
+    . .venv/bin/activate
+fi
+export PYTHONWARNINGS=ignore CLIP_OFFLINE=1 HF_HUB_OFFLINE=1
+W=${WORLD_DIR:-output/world}
+SEEDS=${SEEDS:-"1 2 3"}
+STEPS=${STEPS:-400}
+PRETRAIN_IMAGES=${PRETRAIN_IMAGES:-20000}
+DISCOVER_IMAGES=${DISCOVER_IMAGES:-400}
+
+echo "== 1/5 world"
+python -m tools.world --root "${W}/data" --corpus-out "${W}/world_corpus.txt"
+echo "== 2/5 pretrain tiny CLIP"
+python -m tools.pretrain_world_clip --out "${W}/tiny_world_clip.pt" --steps "${STEPS}" --batch 128 --images "${PRETRAIN_IMAGES}" --lr 2e-3
+echo "== 3/5 head roles (Concept Entropy)"
+if [ ! -f "${W}/tiny_world_roles.json" ] || [ "${W}/tiny_world_clip.pt" -nt "${W}/tiny_world_roles.json" ]; then
+    python -m head_roles.discover --weights "${W}/tiny_world_clip.pt" --images "${W}/data/synth_world/images" \
+        --out "${W}/tiny_world_roles.json" --corpus "${W}/world_corpus.txt" --num-images "${DISCOVER_IMAGES}" --texts-per-head 8
+fi
+echo "== 4/5 base-to-novel"
+export DATA=${W}/data OUTPUT=${W} SHOTS=16
+export OPTS="MODEL.BACKBONE.PATH ${W}/tiny_world_clip.pt TRAINER.DEAR.ROLES_FILE ${W}/tiny_world_roles.json \
+INPUT.SIZE (32,32) DATALOADER.NUM_WORKERS 0 TRAIN.PRINT_FREQ 50 ${EXTRA_OPTS:-}"
+for SEED in ${SEEDS}; do
+    for TRAINER in ZeroshotCLIP DeAR; do
+        bash scripts/base2new_train.sh synth_world "${SEED}" "${TRAINER}" | grep -E "^\* accuracy|Skip" || true
+        bash scripts/base2new_test.sh synth_world "${SEED}" "${TRAINER}" | grep -E "^\* accuracy|Skip" || true
+    done
 done
-python parse_test_res.py "${OUT}/base2new" --table --csv "${OUT}/results.csv"
+echo "== 5/5 pictures"
+python -m tools.figures --runs "${W}/base2new/train_base/synth_world/shots_16/DeAR/dear" \
+    --clip "${W}/tiny_world_clip.pt" --roles "${W}/tiny_world_roles.json" --images "${W}/data/synth_world" \
+    --out "${W}/figures" INPUT.SIZE "(32,32)"
+echo
+python parse_test_res.py "${W}/base2new" --table --csv "${W}/results.csv"

@@ -204,3 +204,18 @@ def test_resume_from_checkpoint_with_warmup_scheduler(setup, tmp_path):
     tr.train()
     assert tr.start_epoch == 2
     assert (tmp_path / "prompt_learner" / "model.pth.tar-3").is_file()
+
+
+def test_fewshot_and_cross_dataset_scripts(setup, tmp_path):
+    make_dataset(str(setup["root"] / "data"), "EuroSAT", n_classes=3)
+    env = dict(os.environ, DATA=str(setup["root"] / "data"), OUTPUT=str(tmp_path / "output"), SHOTS="2",
+               PYTHON=sys.executable, CLIP_OFFLINE="1", SOURCE="dtd",
+               OPTS=f"MODEL.BACKBONE.PATH {setup['clip']} TRAINER.DEAR.ROLES_FILE {setup['roles']} "
+                    "INPUT.SIZE (32,32) DATALOADER.NUM_WORKERS 0 OPTIM.MAX_EPOCH 1 DATALOADER.TRAIN_X.BATCH_SIZE 4")
+    for script, ds in (("fewshot.sh", "dtd"), ("xd_train.sh", "dtd"), ("xd_test.sh", "eurosat")):
+        out = subprocess.run(["bash", f"scripts/{script}", ds, "1"], cwd=ROOT, env=env, capture_output=True,
+                             text=True, timeout=600)
+        assert out.returncode == 0, out.stdout[-1500:] + out.stderr[-1500:]
+    log = (tmp_path / "output/xd/test/dtd_to_eurosat/shots_2/DeAR/dear/seed1/log.txt").read_text()
+    assert "Inference: cls" in log and "* total: 6" in log  # 3 EuroSAT classes x 2 test images
+    assert (tmp_path / "output/fewshot/dtd/shots_2/DeAR/dear/seed1/log.txt").read_text().count("* accuracy") == 1

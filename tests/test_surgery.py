@@ -121,3 +121,22 @@ def test_random_shuffle_mask_differs(vitb16_clip):
     a = role_mask(roles.layer(9), roles.core_attributes, 5)
     b = role_mask(ablate(roles, "random_shuffle", 0).layer(9), roles.core_attributes, 5)
     assert not torch.equal(a, b)
+
+
+def test_last_block_rows_only_is_exact(vitb16_clip):
+    roles = load_roles("ViT-B/16")
+    tower = VisionTower(vitb16_clip)
+    torch.manual_seed(4)
+    img = torch.randn(2, 3, 32, 32)
+    tokens = [torch.randn(5, 768) for _ in range(4)]
+    with torch.no_grad():
+        x = tower.prefix(img, 8)
+        n = x.shape[1]
+        masks = [role_mask(roles.layer(layer), roles.core_attributes, n) for layer in roles.layers]
+        full = run_injected(tower.blocks[8:], x, tokens, n, 0.9, masks)
+        kept = run_injected(tower.blocks[8:], x, tokens, n, 0.9, masks, keep_first=True)
+        assert kept.x.shape == (2, 6, 768)
+        assert torch.allclose(kept.x[:, 0], full.x[:, 0], atol=1e-5)
+        assert torch.allclose(kept.tokens, full.tokens, atol=1e-5)
+        cls_only = run_blocks(tower.blocks[8:], x, last_rows=[0])
+        assert torch.allclose(cls_only[:, 0], run_blocks(tower.blocks[8:], x)[:, 0], atol=1e-5)

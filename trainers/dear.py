@@ -156,14 +156,15 @@ class DeARModel(nn.Module):
         with torch.no_grad():  # layers before J carry no learnable state: run once, share with the frozen path
             prefix = self.vision.prefix(image, self.start)  # [B, N, Dv]
         n_orig = prefix.shape[1]
+        # the last block computes only [CLS] and the attribute tokens: nothing else is read (exact)
         out = run_injected(self.vision.blocks[self.start:], prefix, list(self.learner.attribute_tokens),
-                           insert_at=n_orig, beta=self.beta, masks=list(self.role_masks))
+                           insert_at=n_orig, beta=self.beta, masks=list(self.role_masks), keep_first=True)
         f_cls = self.vision.project(out.x[:, 0])
         f_attr = self.vision.visual.ln_post(out.tokens) @ self.learner.attribute_proj.to(out.x.dtype)
         feats = {"f_cls": F.normalize(f_cls.float(), dim=-1), "f_attr": F.normalize(f_attr.float(), dim=-1)}
         if with_frozen:
             with torch.no_grad():
-                frozen = run_blocks(self.vision.blocks[self.start:], prefix)
+                frozen = run_blocks(self.vision.blocks[self.start:], prefix, last_rows=[0])
                 feats["f_frozen"] = F.normalize(self.vision.project(frozen[:, 0]).float(), dim=-1)
         return feats
 

@@ -1,0 +1,145 @@
+"""Pictures of a trained DeAR run: head-role map, fusion weights heatmap, attribute-conditioned retrieval.
+
+    python -m tools.figures --runs output/world/base2new/train_base/synth_world/shots_16/DeAR/dear \\
+        --clip output/world/tiny_world_clip.pt --roles output/world/tiny_world_roles.json \\
+        --images output/world/data/synth_world --out output/world/figures [--config configs/dear.yaml KEY VALUE ...]
+"""
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import os
+import os.path as osp
+
+import numpy as np
+import torch
+
+RETRIEVAL_QUERIES = {"color": "something red", "shape": "a circle", "texture": "a striped pattern",
+                     "object": "a triangle", "location": "something in the top left"}
+
+
+def fusion_heatmap(rows: dict[str, list[float]], paths: list[str], out: str) -> None:
+    """Rows (runs or data sets) x paths ([CLS] and the attributes), coloured by alpha."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    data = np.array(list(rows.values()))
+    fig, ax = plt.subplots(figsize=(1.2 + 1.1 * len(paths), 0.9 + 0.45 * len(rows)))
+    im = ax.imshow(data, cmap="Blues", vmin=0, vmax=max(0.01, float(data.max())))
+    ax.set_xticks(range(len(paths)), paths)
+    ax.set_yticks(range(len(rows)), list(rows))
+    for i in range(data.shape[0]):
+        for j in range(data.shape[1]):
+            ax.text(j, i, f"{data[i, j]:.2f}", ha="center", va="center", fontsize=8,
+                    color="white" if data[i, j] > 0.6 * data.max() else "black")
+    ax.set_title("Learned fusion weights alpha")
+    fig.colorbar(im, ax=ax, fraction=0.03)
+    fig.tight_layout()
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+
+
+def retrieval_grid(model, images: torch.Tensor, queries: dict[str, str], out: str, top: int = 8) -> dict:
+    """For each attribute token, the images whose attribute feature is closest to the query's text feature."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    attrs = list(model.learner.attributes)
+    with torch.no_grad():
+        feats = model.image_features(images)["f_attr"]  # [N, K, E]
+        model.set_classes([queries[a] for a in attrs])
+        text = model.text_features()  # [K, E]
+    picks = {}
+    fig, axes = plt.subplots(len(attrs), top, figsize=(1.1 * top, 1.25 * len(attrs)))
+    mean = torch.tensor((0.48145466, 0.4578275, 0.40821073)).view(3, 1, 1)
+    std = torch.tensor((0.26862954, 0.26130258, 0.27577711)).view(3, 1, 1)
+    for k, a in enumerate(attrs):
+        scores = feats[:, k] @ text[k]
+        idx = scores.topk(min(top, len(scores))).indices.tolist()
+        picks[a] = idx
+        for j in range(top):
+            ax = axes[k, j]
+            ax.axis("off")
+            if j < len(idx):
+                img = (images[idx[j]].cpu() * std + mean).clamp(0, 1).permute(1, 2, 0).numpy()
+                ax.imshow(img, interpolation="nearest")
+        axes[k, 0].set_title(f'{a} token: "{queries[a]}"', fontsize=8, loc="left")
+    fig.tight_layout()
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+    return picks
+
+
+def main(argv: list[str] | None = None) -> None:
+    import dasslite
+
+    dasslite.use_dassl()
+    from dassl.config import get_cfg_default
+    from dassl.data.transforms import build_transform
+    from dassl.utils import read_image
+
+    from clipkit import load_clip
+    from head_roles import load_roles
+    from head_roles.discover import plot_roles
+    from trainers import extend_cfg
+    from trainers.dear import DeARModel, load_learner
+
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--runs", nargs="+", required=True,
+                   help="DeAR run folders (holding prompt_learner/) or parents of seed*/")
+    p.add_argument("--clip", required=True)
+    p.add_argument("--roles", required=True)
+    p.add_argument("--images", required=True, help="data set folder with split_zhou_*.json (test images used)")
+    p.add_argument("--out", required=True)
+    p.add_argument("--config", default="configs/dear.yaml")
+    p.add_argument("opts", nargs=argparse.REMAINDER)
+    args = p.parse_args(argv)
+    os.makedirs(args.out, exist_ok=True)
+
+    roles = load_roles(args.roles)
+    plot_roles(roles, osp.join(args.out, "head_roles.png"))
+
+    cfg = get_cfg_default()
+    extend_cfg(cfg)
+    cfg.merge_from_file(args.config)
+    cfg.merge_from_list(["MODEL.BACKBONE.PATH", args.clip, "TRAINER.DEAR.ROLES_FILE", args.roles] + args.opts)
+    clip_model = load_clip(cfg.MODEL.BACKBONE.NAME, cfg.MODEL.BACKBONE.PATH)
+    model = DeARModel(clip_model, roles, cfg.TRAINER.DEAR).eval()
+
+    runs = []
+    for r in args.runs:
+        runs += sorted(glob.glob(osp.join(r, "seed*"))) if not osp.isdir(osp.join(r, "prompt_learner")) else [r]
+    rows = {}
+    for run in runs:
+        ckpts = sorted(glob.glob(osp.join(run, "prompt_learner", "model.pth.tar-*")),
+                       key=lambda f: int(f.rsplit("-", 1)[1]))
+        if not ckpts:
+            continue
+        load_learner(model.learner, ckpts[-1], "figures")
+        parts = run.rstrip("/").split(osp.sep)
+        # .../<dataset>/shots_<K>/<trainer>/<config>/seed<S>
+        rows[f"{parts[-5] if len(parts) >= 5 else run} {parts[-1]}"] = model.learner.alpha.tolist()
+    if not rows:
+        raise SystemExit(f"no DeAR checkpoints under {args.runs}")
+    paths = ["[CLS]"] + list(model.learner.attributes)
+    fusion_heatmap(rows, paths, osp.join(args.out, "fusion_weights.png"))
+
+    split = glob.glob(osp.join(args.images, "split_zhou_*.json"))[0]
+    with open(split) as f:
+        test = json.load(f)["test"]
+    tfm = build_transform(cfg, is_train=False)
+    images = torch.stack([tfm(read_image(osp.join(args.images, "images", rel))) for rel, _, _ in test])
+    picks = retrieval_grid(model, images, RETRIEVAL_QUERIES, osp.join(args.out, "attribute_retrieval.png"))
+    summary = {a: [test[i][2] for i in idx] for a, idx in picks.items()}
+    with open(osp.join(args.out, "attribute_retrieval.json"), "w") as f:
+        json.dump({"queries": RETRIEVAL_QUERIES, "top_classes": summary, "fusion_weights": rows}, f, indent=2)
+    print(f"wrote {args.out}/head_roles.png, fusion_weights.png, attribute_retrieval.png")
+
+
+if __name__ == "__main__":
+    main()
