@@ -20,7 +20,14 @@ def tokenize(prompts: list[str], context_length: int) -> torch.Tensor:
 @torch.no_grad()
 def encode_prompts(clip_model, prompts: list[str], device: torch.device, batch_size: int = 256) -> torch.Tensor:
     """L2-normalised text features ``[n, embed_dim]`` of ``prompts`` from frozen CLIP."""
+    from .surgery import TextTower
+
+    tower = TextTower(clip_model)
     tokens = tokenize(prompts, clip_model.context_length).to(device)
-    feats = [clip_model.encode_text(tokens[i:i + batch_size]) for i in range(0, len(tokens), batch_size)]
+    feats = []
+    for i in range(0, len(tokens), batch_size):
+        chunk = tokens[i:i + batch_size]
+        # causal attention: the padding after the last end-of-text token changes nothing; drop it (exact)
+        feats.append(tower(chunk[:, : int(chunk.argmax(dim=-1).max()) + 1]))
     feats = torch.cat(feats).float()
     return feats / feats.norm(dim=-1, keepdim=True)

@@ -140,3 +140,13 @@ def test_last_block_rows_only_is_exact(vitb16_clip):
         assert torch.allclose(kept.tokens, full.tokens, atol=1e-5)
         cls_only = run_blocks(tower.blocks[8:], x, last_rows=[0])
         assert torch.allclose(cls_only[:, 0], run_blocks(tower.blocks[8:], x)[:, 0], atol=1e-5)
+
+
+def test_encode_prompts_truncation_matches_encode_text(tiny_clip):
+    from clipkit.text import encode_prompts
+
+    prompts = ["a photo of a dog.", "red striped circle texture.", "a"]
+    with torch.no_grad():
+        ref = tiny_clip.encode_text(tokenize(prompts, tiny_clip.context_length))
+    ref = ref / ref.norm(dim=-1, keepdim=True)
+    assert torch.allclose(encode_prompts(tiny_clip, prompts, torch.device("cpu")), ref, atol=1e-5)
