@@ -34,7 +34,10 @@ def test_reader_on_fake_tree(tmp_path, name):
     assert ds.classnames[0] in ("class a", "Boeing 707") or name in TEST_ONLY
 
 
-@pytest.mark.parametrize("name", ["DescribableTextures", "FGVCAircraft", "ImageNet", "EuroSAT"])
+TRAINABLE = [n for n in ALL_DATASETS if n not in TEST_ONLY]
+
+
+@pytest.mark.parametrize("name", TRAINABLE)
 def test_base_new_subsampling(tmp_path, name):
     make_dataset(str(tmp_path), name, n_classes=5)
     full = build(tmp_path, name)
@@ -44,6 +47,16 @@ def test_base_new_subsampling(tmp_path, name):
     assert base.classnames == full.classnames[:3]
     assert new.classnames == full.classnames[3:]
     assert sorted({d.label for d in new.test}) == [0, 1]  # relabelled from 0
+
+
+@pytest.mark.parametrize("name", TRAINABLE)
+def test_fewshot_cache_for_every_reader(tmp_path, name):
+    ddir = make_dataset(str(tmp_path), name, n_classes=4)
+    ds = build(tmp_path, name, **{"DATASET.NUM_SHOTS": 2, "DATASET.SUBSAMPLE_CLASSES": "base"})
+    assert os.path.isfile(osp.join(ddir, "split_fewshot", "shot_2-seed_1.pkl"))
+    assert len(ds.train_x) == 2 * 2  # 2 shots x 2 base classes
+    again = build(tmp_path, name, **{"DATASET.NUM_SHOTS": 2, "DATASET.SUBSAMPLE_CLASSES": "base"})
+    assert [d.impath for d in again.train_x] == [d.impath for d in ds.train_x]
 
 
 def test_fewshot_is_seeded_and_cached(tmp_path):

@@ -219,3 +219,17 @@ def test_fewshot_and_cross_dataset_scripts(setup, tmp_path):
     log = (tmp_path / "output/xd/test/dtd_to_eurosat/shots_2/DeAR/dear/seed1/log.txt").read_text()
     assert "Inference: cls" in log and "* total: 6" in log  # 3 EuroSAT classes x 2 test images
     assert (tmp_path / "output/fewshot/dtd/shots_2/DeAR/dear/seed1/log.txt").read_text().count("* accuracy") == 1
+
+
+def test_predict_cli_prints_topk_and_fusion_weights(setup, tmp_path):
+    build(setup, tmp_path, **{"OPTIM.MAX_EPOCH": 1}).train()
+    img_dir = setup["root"] / "data" / "dtd" / "images" / "class_a"
+    out = subprocess.run(
+        [sys.executable, "-m", "trainers.predict", "--model-dir", str(tmp_path), "--load-epoch", "1",
+         "--classnames", "class a,class b,class c", "--image", str(img_dir), "--topk", "2",
+         "MODEL.BACKBONE.PATH", setup["clip"], "TRAINER.DEAR.ROLES_FILE", setup["roles"], "INPUT.SIZE", "(32, 32)"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300, env=dict(os.environ, CLIP_OFFLINE="1"))
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "fusion weights: cls=0.7" in out.stdout
+    assert out.stdout.count("per path: cls (alpha") == 6  # 6 images of class_a (3 train, 1 val, 2 test)
+    assert "color (alpha 0.06" in out.stdout
