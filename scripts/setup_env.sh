@@ -7,7 +7,7 @@ if [ ! -x .venv/bin/python ]; then
     "${PY}" -m venv .venv
 fi
 . .venv/bin/activate
-python -m pip install -q --upgrade pip
+
 if [ "${1:-}" = "dev" ]; then
     python -m pip install -q -r requirements-dev.txt
 else

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from clipkit.surgery import TextTower
 from clipkit.text import tokenize
 from clipkit.tiny import build_clip
 from tools.world import COLORS, SHAPES, TEXTURES, pretraining_set
@@ -73,6 +74,7 @@ def pretrain(out: str, steps: int = 1500, batch: int = 256, n_images: int = 3000
     tokens = tokenize(captions, ARCH["context_length"])
     by_color = {c: torch.tensor([i for i, x in enumerate(colors) if x == c]) for c in COLORS}
     model = build_clip(seed=seed, **ARCH).train()
+    text_tower = TextTower(model)  # encode_text with variable length (shares the weights)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.05)
     warmup = max(1, steps // 20)
@@ -89,8 +91,9 @@ def pretrain(out: str, steps: int = 1500, batch: int = 256, n_images: int = 3000
             idx = torch.randint(0, n_images, (batch,), generator=g)
         img = to_input(images[idx.numpy()])
         txt = tokens[idx]
+        txt = txt[:, : int(txt.argmax(dim=-1).max()) + 1]  # drop padding after the last end-of-text (exact)
         fi = F.normalize(model.encode_image(img), dim=-1)
-        ft = F.normalize(model.encode_text(txt), dim=-1)
+        ft = F.normalize(text_tower(txt), dim=-1)
         logits = model.logit_scale.exp().clamp(max=100) * fi @ ft.t()
         # symmetric InfoNCE
         labels = torch.arange(batch)
