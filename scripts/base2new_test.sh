@@ -11,10 +11,7 @@ COMMON=(--root "${DATA}" --seed "${SEED}" --trainer "${TRAINER}"
         --dataset-config-file "configs/datasets/${DATASET}.yaml" --config-file "configs/${CFG}.yaml")
 MODEL_DIR=${OUTPUT}/base2new/train_base/${DATASET}/shots_${SHOTS}/${TRAINER}/${CFG}/seed${SEED}
 DIR=${OUTPUT}/base2new/test_new/${DATASET}/shots_${SHOTS}/${TRAINER}/${CFG}/seed${SEED}
-if finished "${DIR}"; then
-    echo "Results are available in ${DIR}. Skip."
-    exit 0
-fi
+skip_if_finished "${DIR}"
 LOAD=()
 if [ "${TRAINER}" != "ZeroshotCLIP" ]; then
     if [ -z "${LOADEP:-}" ]; then

@@ -11,10 +11,7 @@ cd "$(dirname "$0")/.."
 . scripts/common.sh
 
 DIR=${OUTPUT}/base2new/train_base/${DATASET}/shots_${SHOTS}/${TRAINER}/${CFG}/seed${SEED}
-if finished "${DIR}"; then
-    echo "Results are available in ${DIR}. Skip."
-    exit 0
-fi
+skip_if_finished "${DIR}"
 EVAL=()
 [ "${TRAINER}" = "ZeroshotCLIP" ] && EVAL=(--eval-only)
 echo "Run: ${DIR}"

@@ -17,7 +17,10 @@ read -r -a EXTRA <<< "${OPTS:-}"
 [ -f "configs/datasets/${DATASET}.yaml" ] || { echo "no configs/datasets/${DATASET}.yaml" >&2; exit 2; }
 [ -f "configs/${CFG}.yaml" ] || { echo "no configs/${CFG}.yaml" >&2; exit 2; }
 
-# finished RUN_DIR: true when its log.txt already reports an accuracy
-finished() {
-    [ -f "$1/log.txt" ] && grep -q "^\* accuracy" "$1/log.txt"
+# skip_if_finished RUN_DIR: exit 0 when its log.txt already reports an accuracy
+skip_if_finished() {
+    if [ -f "$1/log.txt" ] && grep -q "^\* accuracy" "$1/log.txt"; then
+        echo "Results are available in $1. Skip."
+        exit 0
+    fi
 }

@@ -6,10 +6,7 @@ cd "$(dirname "$0")/.."
 . scripts/common.sh
 
 DIR=${OUTPUT}/fewshot/${DATASET}/shots_${SHOTS}/${TRAINER}/${CFG}/seed${SEED}
-if finished "${DIR}"; then
-    echo "Results are available in ${DIR}. Skip."
-    exit 0
-fi
+skip_if_finished "${DIR}"
 EVAL=()
 [ "${TRAINER}" = "ZeroshotCLIP" ] && EVAL=(--eval-only)
 echo "Run: ${DIR}"

@@ -10,10 +10,7 @@ SOURCE=${SOURCE:-imagenet}
 
 MODEL_DIR=${OUTPUT}/xd/train/${SOURCE}/shots_${SHOTS}/${TRAINER}/${CFG}/seed${SEED}
 DIR=${OUTPUT}/xd/test/${SOURCE}_to_${DATASET}/shots_${SHOTS}/${TRAINER}/${CFG}/seed${SEED}
-if finished "${DIR}"; then
-    echo "Results are available in ${DIR}. Skip."
-    exit 0
-fi
+skip_if_finished "${DIR}"
 ARGS=()
 if [ "${TRAINER}" != "ZeroshotCLIP" ]; then
     [ -d "${MODEL_DIR}" ] || { echo "No trained model in ${MODEL_DIR}; run xd_train.sh first" >&2; exit 1; }

@@ -7,10 +7,7 @@ cd "$(dirname "$0")/.."
 . scripts/common.sh
 
 DIR=${OUTPUT}/xd/train/${DATASET}/shots_${SHOTS}/${TRAINER}/${CFG}/seed${SEED}
-if finished "${DIR}"; then
-    echo "Results are available in ${DIR}. Skip."
-    exit 0
-fi
+skip_if_finished "${DIR}"
 echo "Run: ${DIR}"
 "${PYTHON}" train.py --root "${DATA}" --seed "${SEED}" --trainer "${TRAINER}" \
     --dataset-config-file "configs/datasets/${DATASET}.yaml" --config-file "configs/${CFG}.yaml" \
