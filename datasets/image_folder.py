@@ -15,8 +15,9 @@ import os.path as osp
 from dassl.data.datasets import DATASET_REGISTRY, Datum
 from dassl.utils import listdir_nohidden
 
+from clipkit.images import images_in as _images_in
+
 from .coop_split import CoOpDataset, DatasetNotFound
-from .imagenet import _images_in
 
 
 @DATASET_REGISTRY.register()

@@ -9,9 +9,9 @@ from collections import OrderedDict
 from dassl.data.datasets import DATASET_REGISTRY, DatasetBase, Datum
 from dassl.utils import listdir_nohidden
 
-from .coop_split import CoOpDataset, DatasetNotFound, require
+from clipkit.images import images_in as _images_in
 
-IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+from .coop_split import CoOpDataset, DatasetNotFound, require
 
 
 def read_classnames(text_file: str) -> OrderedDict[str, str]:
@@ -26,10 +26,6 @@ def read_classnames(text_file: str) -> OrderedDict[str, str]:
                 raise ValueError(f"{text_file}:{lineno}: expected '<wnid> <class name>', got {line.strip()!r}")
             classnames[parts[0]] = " ".join(parts[1:])
     return classnames
-
-
-def _images_in(folder: str) -> list[str]:
-    return [f for f in listdir_nohidden(folder, sort=True) if f.lower().endswith(IMAGE_EXTS)]
 
 
 @DATASET_REGISTRY.register()

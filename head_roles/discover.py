@@ -40,7 +40,6 @@ from tqdm import tqdm
 from .corpus import CONCEPT_SEEDS, build_corpus
 from .roles import CONCEPTS, ROLES, HeadRoles, parse_roles
 
-IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
@@ -174,12 +173,12 @@ def assign_roles(entropies: list[float], dominant: list[str], core: list[str], q
 # inputs, caching, outputs
 # ---------------------------------------------------------------------------------------------------
 def list_images(folder: str) -> list[str]:
-    if not osp.isdir(folder):
-        raise DiscoveryError(f"--images {folder!r} is not a folder")
-    paths = sorted(osp.join(r, f) for r, _, fs in os.walk(folder) for f in fs if f.lower().endswith(IMAGE_EXTS))
-    if not paths:
-        raise DiscoveryError(f"no images ({', '.join(IMAGE_EXTS)}) under {folder}")
-    return paths
+    from clipkit.images import list_images as find
+
+    try:
+        return find(folder)
+    except FileNotFoundError as e:
+        raise DiscoveryError(f"--images: {e}") from e
 
 
 def dataset_images(root: str, dataset_config: str) -> list[str]:

@@ -10,7 +10,6 @@ token), its fusion weight alpha and its own top-1 class.
 from __future__ import annotations
 
 import argparse
-import os
 import os.path as osp
 
 import torch
@@ -24,24 +23,11 @@ from dassl.data.transforms import build_transform  # noqa: E402
 from dassl.utils import read_image  # noqa: E402
 
 from clipkit import load_clip, template_for  # noqa: E402
+from clipkit.images import list_images  # noqa: E402
 from clipkit.text import class_prompts  # noqa: E402
 from head_roles import load_roles  # noqa: E402
 from trainers import extend_cfg  # noqa: E402
 from trainers.dear import DeARModel, load_learner  # noqa: E402
-
-IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
-
-
-def list_images(path: str) -> list[str]:
-    if osp.isfile(path):
-        return [path]
-    if not osp.isdir(path):
-        raise FileNotFoundError(f"--image {path!r} is neither an image file nor a folder")
-    images = sorted(osp.join(root, f) for root, _, files in os.walk(path) for f in files
-                    if f.lower().endswith(IMAGE_EXTS))
-    if not images:
-        raise FileNotFoundError(f"no images ({', '.join(IMAGE_EXTS)}) under {path}")
-    return images
 
 
 def read_classnames(arg: str) -> list[str]:

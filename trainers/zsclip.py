@@ -8,6 +8,7 @@ import torch.nn as nn
 from dassl.engine import TRAINER_REGISTRY, TrainerX
 
 from clipkit import load_clip, template_for
+from clipkit.precision import PRECISIONS, PrecisionStep
 from clipkit.text import class_prompts, encode_prompts
 
 from .config import trainer_config
@@ -50,14 +51,15 @@ class ZeroshotCLIP(TrainerX):
     """Text features are computed once per evaluation from the data set's template."""
 
     def check_cfg(self, cfg) -> None:
-        if cfg.TRAINER.ZSCLIP.PREC not in ("fp32", "bf16", "amp"):
-            raise ValueError(f"TRAINER.ZSCLIP.PREC={cfg.TRAINER.ZSCLIP.PREC!r}; choose fp32, bf16 or amp")
+        if cfg.TRAINER.ZSCLIP.PREC not in PRECISIONS:
+            raise ValueError(f"TRAINER.ZSCLIP.PREC={cfg.TRAINER.ZSCLIP.PREC!r}; choose one of {list(PRECISIONS)}")
 
     def build_model(self) -> None:
         cfg = self.cfg
         clip_model = load_clip(cfg.MODEL.BACKBONE.NAME, cfg.MODEL.BACKBONE.PATH, self.device)
         self.model = ZeroshotClassifier(clip_model).to(self.device)
         self.template = template_for(cfg.DATASET.NAME, cfg.DATASET.PROMPT_TEMPLATE)
+        self.step = PrecisionStep(cfg.TRAINER.ZSCLIP.PREC, self.device)  # inference autocast only
         print(f"Prompt template: {self.template!r}")
 
     def test(self, split=None):
@@ -66,11 +68,7 @@ class ZeroshotCLIP(TrainerX):
         return super().test(split)
 
     def model_inference(self, input: torch.Tensor) -> torch.Tensor:
-        prec = self.cfg.TRAINER.ZSCLIP.PREC
-        if prec == "fp32" or (prec == "amp" and self.device.type != "cuda"):
-            return self.model(input)
-        dtype = torch.bfloat16 if prec == "bf16" else torch.float16
-        with torch.autocast(device_type=self.device.type, dtype=dtype):
+        with self.step.autocast():
             return self.model(input).float()
 
     def forward_backward(self, batch):

@@ -85,18 +85,16 @@ class DataManager:
                 dataset_wrapper=dataset_wrapper,
             )
         self.train_loader_u = None
-        self.val_loader = None
-        if dataset.val:
-            self.val_loader = build_data_loader(
-                cfg, sampler_type=cfg.DATALOADER.TEST.SAMPLER, data_source=dataset.val,
+
+        def eval_loader(data_source):
+            return build_data_loader(
+                cfg, sampler_type=cfg.DATALOADER.TEST.SAMPLER, data_source=data_source,
                 batch_size=cfg.DATALOADER.TEST.BATCH_SIZE, tfm=tfm_test, is_train=False,
                 dataset_wrapper=dataset_wrapper,
             )
-        self.test_loader = build_data_loader(
-            cfg, sampler_type=cfg.DATALOADER.TEST.SAMPLER, data_source=dataset.test,
-            batch_size=cfg.DATALOADER.TEST.BATCH_SIZE, tfm=tfm_test, is_train=False,
-            dataset_wrapper=dataset_wrapper,
-        )
+
+        self.val_loader = eval_loader(dataset.val) if dataset.val else None
+        self.test_loader = eval_loader(dataset.test)
         self._num_classes = dataset.num_classes
         self._num_source_domains = max(len(cfg.DATASET.SOURCE_DOMAINS), 1)
         self._lab2cname = dataset.lab2cname
