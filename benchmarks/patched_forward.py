@@ -1,9 +1,9 @@
 """Cost of the patched (explicit-loop, mask-taking) visual encoder against stock CLIP, same batch, one run.
 
-    python -m benchmarks.patched_forward [--resolution 224] [--batch 8] [--reps 5]
+    python -m benchmarks.patched_forward [--resolution 224] [--batch 8] [--rounds 5]
 
 ViT-B/16 shapes, random weights. Prints stock / patched (no tokens) / patched with 5 tokens and role
-masks in layers 9-12, and the ratios to stock.
+masks in layers 9-12, and the ratios to stock (medians of alternating rounds).
 """
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import argparse
 
 import torch
 
-from benchmarks.common import measure
+from benchmarks.common import interleaved
 from clipkit.surgery import VisionTower, run_injected
 from clipkit.tiny import VIT_B16_SHAPE, build_clip
 from head_roles import load_roles, role_mask
@@ -21,7 +21,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--resolution", type=int, default=224)
     p.add_argument("--batch", type=int, default=8)
-    p.add_argument("--reps", type=int, default=5)
+    p.add_argument("--rounds", type=int, default=5)
     args = p.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model = build_clip(image_resolution=args.resolution, **VIT_B16_SHAPE).to(device)
@@ -37,14 +37,13 @@ def main() -> None:
         return run_injected(tower.blocks[8:], x, tokens, n, 0.9, masks)
 
     with torch.no_grad():
-        rows = [("stock encode_image", measure(lambda: model.encode_image(img), device, args.reps)),
-                ("patched, no tokens", measure(lambda: tower(img), device, args.reps)),
-                ("patched, 5 tokens + role masks", measure(injected, device, args.reps))]
-    base = rows[0][1]["seconds"]
+        seconds = interleaved({"stock encode_image": lambda: model.encode_image(img),
+                               "patched, no tokens": lambda: tower(img),
+                               "patched, 5 tokens + role masks": injected}, device, args.rounds)
+    base = seconds["stock encode_image"]
     print(f"device={device} batch={args.batch} resolution={args.resolution} (ViT-B/16 shapes, {n} tokens)")
-    for name, r in rows:
-        print(f"{name:34s} {r['seconds'] * 1000:9.1f} ms   x{r['seconds'] / base:.3f}")
-
+    for name, sec in seconds.items():
+        print(f"{name:34s} {sec * 1000:9.1f} ms   x{sec / base:.3f}")
 
 if __name__ == "__main__":
     main()

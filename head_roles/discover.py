@@ -59,7 +59,7 @@ def decompose(clip_model, images: torch.Tensor, layers: list[int]) -> dict[str, 
     (embeddings, MLPs, biases, heads of other layers, ``ln_post``'s bias) and ``image [B, E]`` (the model's
     ``encode_image``): ``heads.sum((1, 2)) + rest == image`` up to float rounding.
     """
-    from clipkit.surgery import VisionTower, attention
+    from clipkit.surgery import VisionTower, attention, mlp
 
     tower = VisionTower(clip_model)
     visual = tower.visual
@@ -67,9 +67,9 @@ def decompose(clip_model, images: torch.Tensor, layers: list[int]) -> dict[str, 
     terms = [x[:, 0]]  # contributions to the residual stream at [CLS], before ln_post
     head_terms = []
     for i, block in enumerate(tower.blocks):
-        a, per_head = attention(block.attn, block.ln_1(x), None, return_heads=True)  # [B,N,D], [B,H,N,D]
+        a, per_head = attention(block.attn, block.ln_1(x), None, return_heads=True, head_rows=[0])  # [B,H,1,D]
         x = x + a
-        m = block.mlp(block.ln_2(x))
+        m = mlp(block, block.ln_2(x))
         x = x + m
         if (i + 1) in layers:
             head_terms.append(per_head[:, :, 0])  # [B, H, D]

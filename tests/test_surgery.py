@@ -2,7 +2,15 @@
 import pytest
 import torch
 
-from clipkit.surgery import TextTower, VisionTower, block_forward, run_blocks, run_injected
+from clipkit.surgery import (
+    TextTower,
+    VisionTower,
+    attention_lse,
+    block_forward,
+    run_blocks,
+    run_injected,
+    shared_first_block,
+)
 from clipkit.text import tokenize
 from head_roles import ablate, load_roles, role_mask
 
@@ -141,6 +149,62 @@ def test_last_block_rows_only_is_exact(vitb16_clip):
         cls_only = run_blocks(tower.blocks[8:], x, last_rows=[0])
         assert torch.allclose(cls_only[:, 0], run_blocks(tower.blocks[8:], x)[:, 0], atol=1e-5)
 
+
+
+@pytest.mark.parametrize("keep_first,n_blocks", [(False, 4), (True, 4), (True, 1)])
+def test_shared_first_block_equals_separate_runs(vitb16_clip, keep_first, n_blocks):
+    """Adapted + frozen paths sharing layer J's work on the original tokens give the outputs and the
+    token gradients of the two separate runs."""
+    roles = load_roles("ViT-B/16")
+    tower = VisionTower(vitb16_clip)
+    torch.manual_seed(5)
+    img = torch.randn(3, 3, 32, 32)
+    with torch.no_grad():
+        x = tower.prefix(img, 12 - n_blocks)
+    n = x.shape[1]
+    layers = roles.layers[-n_blocks:]
+    masks = [role_mask(roles.layer(layer), roles.core_attributes, n) for layer in layers]
+    tokens = [torch.randn(5, 768, requires_grad=True) for _ in layers]
+    blocks = tower.blocks[12 - n_blocks:]
+    sep = run_injected(blocks, x, tokens, n, 0.9, masks, keep_first=keep_first)
+    shared = run_injected(blocks, x, tokens, n, 0.9, masks, keep_first=keep_first, with_stock=True)
+    assert shared.x.shape == sep.x.shape and shared.token_slice == sep.token_slice
+    assert (shared.x - sep.x).abs().max() < 1e-5
+    stock = run_blocks(blocks, x)
+    assert not shared.frozen.requires_grad
+    assert shared.frozen.shape == ((3, 1, 768) if keep_first else stock.shape)
+    assert (shared.frozen[:, 0] - stock[:, 0]).abs().max() < 1e-5
+    g_sep = torch.autograd.grad(sep.x.square().sum(), tokens)
+    g_shared = torch.autograd.grad(shared.x.square().sum(), tokens)
+    for a, b in zip(g_sep, g_shared):
+        assert a.abs().max() > 0
+        assert (a - b).abs().max() <= 1e-4 * a.abs().max()
+
+
+def testattention_lse_both_paths_match_reference():
+    torch.manual_seed(6)
+    q, k, v = (torch.randn(2, 3, 7, 8) for _ in range(3))
+    scores = q @ k.transpose(-1, -2) / 8 ** 0.5
+    ref_out = torch.nn.functional.scaled_dot_product_attention(q, k, v)
+    with torch.no_grad():  # CPU: PyTorch's fused kernel
+        out, lse = attention_lse(q, k, v)
+    assert torch.allclose(out, ref_out, atol=1e-6) and torch.allclose(lse[..., 0], scores.logsumexp(-1), atol=1e-5)
+    out, lse = attention_lse(q, k, v)  # grad enabled: the materialised path
+    assert torch.allclose(out, ref_out, atol=1e-6) and torch.allclose(lse[..., 0], scores.logsumexp(-1), atol=1e-5)
+
+
+def test_shared_first_block_refuses_what_it_cannot_share(vitb16_clip):
+    tower = VisionTower(vitb16_clip)
+    x = torch.randn(2, 5, 768)
+    tokens = torch.randn(2, 2, 768)
+    closed = torch.zeros(7, 7)
+    closed[0, 1] = float("-inf")  # blocks an original token from another
+    with pytest.raises(ValueError, match="N x N block open"):
+        shared_first_block(tower.blocks[8], x, tokens, closed)
+    with pytest.raises(ValueError, match="constant"):
+        shared_first_block(tower.blocks[8], x.clone().requires_grad_(True), tokens, None)
+    with pytest.raises(ValueError, match="insert_at"):
+        run_injected(tower.blocks[8:], x, [tokens[0]] * 4, 1, 0.9, with_stock=True)
 
 def test_encode_prompts_truncation_matches_encode_text(tiny_clip):
     from clipkit.text import encode_prompts

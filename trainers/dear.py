@@ -24,7 +24,7 @@ from yacs.config import CfgNode as CN
 from clipkit import load_clip, template_for
 from clipkit.loader import describe_backbone
 from clipkit.precision import PRECISIONS, PrecisionStep
-from clipkit.surgery import TextTower, VisionTower, run_blocks, run_injected
+from clipkit.surgery import TextTower, VisionTower, run_injected
 from clipkit.text import class_prompts, encode_prompts, tokenize
 from dasslite.compat import build_lr_scheduler
 from head_roles import ABLATIONS, HeadRoles, RolesMismatch, ablate, load_roles, role_mask
@@ -155,17 +155,17 @@ class DeARModel(nn.Module):
         """``f_cls [B, E]``, ``f_attr [B, K, E]`` (normalised) and, if asked, frozen CLIP's ``f_frozen``."""
         with torch.no_grad():  # layers before J carry no learnable state: run once, share with the frozen path
             prefix = self.vision.prefix(image, self.start)  # [B, N, Dv]
-        n_orig = prefix.shape[1]
-        # the last block computes only [CLS] and the attribute tokens: nothing else is read (exact)
+        # the last block computes only [CLS] and the attribute tokens: nothing else is read (exact); the
+        # frozen path shares the prefix and layer J's attention over the original tokens (exact)
         out = run_injected(self.vision.blocks[self.start:], prefix, list(self.learner.attribute_tokens),
-                           insert_at=n_orig, beta=self.beta, masks=list(self.role_masks), keep_first=True)
+                           insert_at=prefix.shape[1], beta=self.beta, masks=list(self.role_masks), keep_first=True,
+                           with_stock=with_frozen)
         f_cls = self.vision.project(out.x[:, 0])
         f_attr = self.vision.visual.ln_post(out.tokens) @ self.learner.attribute_proj.to(out.x.dtype)
         feats = {"f_cls": F.normalize(f_cls.float(), dim=-1), "f_attr": F.normalize(f_attr.float(), dim=-1)}
         if with_frozen:
             with torch.no_grad():
-                frozen = run_blocks(self.vision.blocks[self.start:], prefix, last_rows=[0])
-                feats["f_frozen"] = F.normalize(self.vision.project(frozen[:, 0]).float(), dim=-1)
+                feats["f_frozen"] = F.normalize(self.vision.project(out.frozen[:, 0]).float(), dim=-1)
         return feats
 
     # -- logits -----------------------------------------------------------------------------------------
