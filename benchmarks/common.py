@@ -14,6 +14,15 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
+def timed(fn: Callable[[], object], device: torch.device) -> float:
+    """Wall seconds of one call, the device synchronised before and after."""
+    sync(device)
+    t0 = time.perf_counter()
+    fn()
+    sync(device)
+    return time.perf_counter() - t0
+
+
 def measure(fn: Callable[[], object], device: torch.device, reps: int, warmup: int = 1) -> dict[str, float]:
     """Median seconds per call and peak memory (CUDA: allocated bytes; CPU: process max RSS) in MiB."""
     for _ in range(warmup):
@@ -21,12 +30,7 @@ def measure(fn: Callable[[], object], device: torch.device, reps: int, warmup: i
     sync(device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
-    times = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        fn()
-        sync(device)
-        times.append(time.perf_counter() - t0)
+    times = [timed(fn, device) for _ in range(reps)]
     peak = torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else peak_rss_mib()
     return {"seconds": statistics.median(times), "peak_mib": peak}
 
@@ -54,9 +58,5 @@ def interleaved(fns: dict[str, Callable[[], object]], device: torch.device, roun
     times: dict[str, list[float]] = {name: [] for name in fns}
     for _ in range(rounds):
         for name, fn in fns.items():
-            sync(device)
-            t0 = time.perf_counter()
-            fn()
-            sync(device)
-            times[name].append(time.perf_counter() - t0)
+            times[name].append(timed(fn, device))
     return {name: statistics.median(t) for name, t in times.items()}

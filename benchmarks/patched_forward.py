@@ -45,5 +45,6 @@ def main() -> None:
     for name, sec in seconds.items():
         print(f"{name:34s} {sec * 1000:9.1f} ms   x{sec / base:.3f}")
 
+
 if __name__ == "__main__":
     main()

@@ -111,6 +111,7 @@ def step_functions(args, device) -> dict:
     return {"zeroshot": zeroshot, "dear": lambda: train_step(None), "naive": lambda: train_step("full"),
             "naive_cut": lambda: train_step("cut")}
 
+
 def peak_memory(phase: str, args) -> float:
     """Peak MiB of one warm-up call and one timed call of ``phase``, in a fresh process."""
     cmd = [sys.executable, "-m", "benchmarks.train_step", "--phase", phase, "--resolution", str(args.resolution),
@@ -146,6 +147,7 @@ def main() -> None:
     print(f"naive step / DeAR step:                   {seconds['naive'] / d:.2f}x (target >= 1.8x)")
     print(f"naive step, prompts cut / DeAR step:      {seconds['naive_cut'] / d:.2f}x (stricter: the naive step "
           "also gets DeAR's exact cut of the prompts after their end-of-text token)")
+
 
 if __name__ == "__main__":
     main()

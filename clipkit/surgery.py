@@ -232,10 +232,8 @@ def run_injected(
             with torch.no_grad():
                 stock = run_blocks(blocks[1:], stock, last_rows=[0] if keep_first else None)
                 stock = stock[:, :1] if keep_first else stock
-            if last:
+            if last:  # a single block: it computed every row
                 x = x[:, last_rows]
-            if last or len(blocks) == 1:
-                break
             continue
         if i == 0:
             x = torch.cat([x[:, :insert_at], t, x[:, insert_at:]], dim=1)

@@ -150,7 +150,6 @@ def test_last_block_rows_only_is_exact(vitb16_clip):
         assert torch.allclose(cls_only[:, 0], run_blocks(tower.blocks[8:], x)[:, 0], atol=1e-5)
 
 
-
 @pytest.mark.parametrize("keep_first,n_blocks", [(False, 4), (True, 4), (True, 1)])
 def test_shared_first_block_equals_separate_runs(vitb16_clip, keep_first, n_blocks):
     """Adapted + frozen paths sharing layer J's work on the original tokens give the outputs and the
@@ -181,7 +180,7 @@ def test_shared_first_block_equals_separate_runs(vitb16_clip, keep_first, n_bloc
         assert (a - b).abs().max() <= 1e-4 * a.abs().max()
 
 
-def testattention_lse_both_paths_match_reference():
+def test_attention_lse_both_paths_match_reference():
     torch.manual_seed(6)
     q, k, v = (torch.randn(2, 3, 7, 8) for _ in range(3))
     scores = q @ k.transpose(-1, -2) / 8 ** 0.5
@@ -205,6 +204,7 @@ def test_shared_first_block_refuses_what_it_cannot_share(vitb16_clip):
         shared_first_block(tower.blocks[8], x.clone().requires_grad_(True), tokens, None)
     with pytest.raises(ValueError, match="insert_at"):
         run_injected(tower.blocks[8:], x, [tokens[0]] * 4, 1, 0.9, with_stock=True)
+
 
 def test_encode_prompts_truncation_matches_encode_text(tiny_clip):
     from clipkit.text import encode_prompts
