@@ -17,12 +17,12 @@ import dasslite
 
 ENGINE = dasslite.use_dassl()
 
-from dassl.config import get_cfg_default  # noqa: E402
 from dassl.engine import build_trainer  # noqa: E402
 from dassl.utils import collect_env_info, set_random_seed, setup_logger  # noqa: E402
 
 import datasets  # noqa: E402,F401  (registers every data set)
-import trainers  # noqa: E402  (registers every trainer)
+import trainers  # noqa: E402,F401  (registers every trainer)
+from clipkit.config import ConfigError, load_config  # noqa: E402
 
 
 def print_args(args: argparse.Namespace, cfg) -> None:
@@ -37,54 +37,20 @@ def print_args(args: argparse.Namespace, cfg) -> None:
     print(cfg)
 
 
-def reset_cfg(cfg, args: argparse.Namespace) -> None:
+def flag_overrides(args: argparse.Namespace) -> dict:
     """Command-line flags override the YAML files."""
-    if args.root:
-        cfg.DATASET.ROOT = args.root
-    if args.output_dir:
-        cfg.OUTPUT_DIR = args.output_dir
-    if args.resume:
-        cfg.RESUME = args.resume
-    if args.seed is not None:
-        cfg.SEED = args.seed
-    if args.source_domains:
-        cfg.DATASET.SOURCE_DOMAINS = args.source_domains
-    if args.target_domains:
-        cfg.DATASET.TARGET_DOMAINS = args.target_domains
-    if args.transforms:
-        cfg.INPUT.TRANSFORMS = args.transforms
-    if args.trainer:
-        cfg.TRAINER.NAME = args.trainer
-    if args.backbone:
-        cfg.MODEL.BACKBONE.NAME = args.backbone
-    if args.head:
-        cfg.MODEL.HEAD.NAME = args.head
-
-
-def _merge_file(cfg, path: str, what: str) -> None:
-    try:
-        cfg.merge_from_file(path)
-    except FileNotFoundError:
-        sys.exit(f"error: {what} {path!r} does not exist")
-    except (KeyError, ValueError, AssertionError) as e:
-        sys.exit(f"error: {what} {path!r} is not valid for this project: {e}. "
-                 "Check the key names against `python train.py --print-config`.")
+    pairs = [("DATASET.ROOT", args.root), ("OUTPUT_DIR", args.output_dir), ("RESUME", args.resume),
+             ("SEED", args.seed), ("DATASET.SOURCE_DOMAINS", args.source_domains),
+             ("DATASET.TARGET_DOMAINS", args.target_domains), ("INPUT.TRANSFORMS", args.transforms),
+             ("TRAINER.NAME", args.trainer), ("MODEL.BACKBONE.NAME", args.backbone), ("MODEL.HEAD.NAME", args.head)]
+    return {k: v for k, v in pairs if v is not None and v != "" and v != []}
 
 
 def setup_cfg(args: argparse.Namespace):
-    cfg = get_cfg_default()
-    trainers.extend_cfg(cfg)
-    if args.dataset_config_file:
-        _merge_file(cfg, args.dataset_config_file, "dataset config")
-    if args.config_file:
-        _merge_file(cfg, args.config_file, "trainer config")
-    reset_cfg(cfg, args)
     try:
-        cfg.merge_from_list(args.opts)
-    except (KeyError, ValueError, AssertionError) as e:
-        sys.exit(f"error: bad KEY VALUE override {args.opts}: {e}")
-    cfg.freeze()
-    return cfg
+        return load_config(args.config_file, args.dataset_config_file, args.opts, overrides=flag_overrides(args))
+    except ConfigError as e:
+        sys.exit(f"error: {e}")
 
 
 def build_parser() -> argparse.ArgumentParser:

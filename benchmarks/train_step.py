@@ -33,19 +33,14 @@ PHASES = ("zeroshot", "dear", "naive", "naive_cut")
 
 
 def build(args, device):
-    from yacs.config import CfgNode as CN
-
     from head_roles import load_roles
-    from trainers.dear import DeARModel
+    from trainers.dear import DeARModel, DeARSettings
 
-    cfg = CN()
-    cfg.INJECT_LAYER, cfg.BETA, cfg.N_TEXT_TOKENS, cfg.TOKEN_INIT_STD = 0, 0.9, 5, 0.02
-    cfg.MASK, cfg.MASK_SEED, cfg.ATTR_INTERACTION, cfg.FUSION_INIT_CLS = "role", 0, "self", 0.7
     clip_model = build_clip(image_resolution=args.resolution, **VIT_B16_SHAPE).to(device)
     for p in clip_model.parameters():
         p.requires_grad_(False)
-    model = DeARModel(clip_model, load_roles("ViT-B/16"), cfg).to(device)
-    model.set_classes([f"a photo of a class number {i}." for i in range(args.classes)])
+    model = DeARModel(clip_model, load_roles("ViT-B/16"), DeARSettings()).to(device)
+    model.set_classes([f"class number {i}" for i in range(args.classes)], "a photo of a {}.")
     return model
 
 
@@ -60,8 +55,10 @@ def naive_outputs(model, image, full_context: bool = True):
     ``full_context``: the prompts at CLIP's 77-token context, as ``encode_text`` and the CoOp family run
     them; otherwise cut after the last end-of-text token like DeAR does (exact, so the stricter baseline).
     """
+    from clipkit.prompts import template_prompts
+
     v, t, learner = model.vision, model.text, model.learner
-    ids = model.text_ids
+    ids = template_prompts(model.classnames, model.template, model.clip.context_length).ids.to(image.device)
     if full_context:
         ids = F.pad(ids, (0, model.clip.context_length - ids.shape[1]))  # the tokenizer's zero padding
     x = v.embed(image)

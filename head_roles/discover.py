@@ -185,16 +185,12 @@ def dataset_images(root: str, dataset_config: str) -> list[str]:
     import dasslite
 
     dasslite.use_dassl()
-    from dassl.config import get_cfg_default
     from dassl.data.datasets import build_dataset
 
     import datasets  # noqa: F401
-    from trainers import extend_cfg
+    from clipkit.config import load_config
 
-    cfg = get_cfg_default()
-    extend_cfg(cfg)
-    cfg.merge_from_file(dataset_config)
-    cfg.DATASET.ROOT = root
+    cfg = load_config(dataset_config_file=dataset_config, overrides={"DATASET.ROOT": root})
     ds = build_dataset(cfg)
     return [d.impath for d in (ds.train_x or ds.test)]
 

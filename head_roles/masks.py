@@ -62,6 +62,30 @@ def role_mask(
     return mask
 
 
+def role_masks(
+    roles: HeadRoles,
+    layers: Sequence[int],
+    n_orig: int,
+    attributes: Sequence[str],
+    num_heads: int,
+    attr_interaction: str = "self",
+    dtype: torch.dtype = torch.float32,
+) -> torch.Tensor:
+    """Masks ``[len(layers), heads, n_orig + K, n_orig + K]`` for the injected ``layers`` (1-based).
+
+    The one place a trainer gets its masks from: layers the roles file lists get :func:`role_mask`; layers it
+    does not cover are open (as if every head were mixed).
+    """
+    n = n_orig + len(attributes)
+    masks = []
+    for layer in layers:
+        if layer in roles.layers:
+            masks.append(role_mask(roles.layer(layer), attributes, n_orig, attr_interaction, dtype))
+        else:
+            masks.append(torch.zeros(num_heads, n, n, dtype=dtype))
+    return torch.stack(masks)
+
+
 def ablate(roles: HeadRoles, mode: str, seed: int = 0) -> HeadRoles:
     """The roles an ablation of the paper uses.
 

@@ -8,6 +8,7 @@ import pytest
 import torch
 from conftest import ROOT, make_cfg
 
+from clipkit.prompted import LearnerMismatch
 from head_roles import RolesMismatch, load_roles
 from tools.fake_data import make_dataset, write_tiny_roles
 
@@ -97,7 +98,6 @@ def test_inference_modes(setup, tmp_path):
         tr.model.learner.fusion_weights.copy_(torch.tensor([0.0, 3.0, 0.0, 0.0, 0.0, 0.0]))
     img = torch.randn(4, 3, 32, 32)
     tr.model.eval()
-    tr.model.cache_text_features()
     fused, cls = tr.model.predict(img, "fusion"), tr.model.predict(img, "cls")
     assert not torch.allclose(fused, cls)
     out = tr.model(img)
@@ -136,7 +136,7 @@ def test_save_load_reproduces_accuracy_and_refuses_other_roles(setup, tmp_path):
     fresh.load_model(str(tmp_path), epoch=3)
     assert fresh.test() == pytest.approx(acc)
     other = build(setup, tmp_path / "other", **{"TRAINER.DEAR.MASK": "random_shuffle"})
-    with pytest.raises(RolesMismatch, match="other head roles"):
+    with pytest.raises(LearnerMismatch, match=r"TRAINER.DEAR.MASK: 'role' in the checkpoint, 'random_shuffle' here"):
         other.load_model(str(tmp_path), epoch=3)
     with pytest.raises(FileNotFoundError, match="--load-epoch"):
         fresh.load_model(str(tmp_path), epoch=7)
@@ -178,17 +178,19 @@ def test_base2new_scripts_and_parser_end_to_end(setup, tmp_path):
     assert (tmp_path / "r.csv").read_text().startswith("Method,Dataset,Base,Novel,HM")
 
 
-def test_text_truncation_is_exact(setup, tmp_path):
-    """Dropping the padding after the last end-of-text token gives the full-length text features."""
+def test_text_path_is_exact(setup, tmp_path):
+    """The cut prompts with the class-shared prefix computed once give the full 77-token text features."""
+    from clipkit.prompts import template_prompts, tokenize
     from clipkit.surgery import causal_mask, run_blocks
 
     tr = build(setup, tmp_path)
     model = tr.model
-    assert model.text_ids.shape[1] < model.clip.context_length
+    assert model.text_s.shape[1] + model.text_p.shape[1] < model.clip.context_length
+    assert model.text_p.shape[1] == 2  # start-of-text and "class", the first word of every name, are shared
     with torch.no_grad():
         model.learner.text_tokens.normal_()
         ours = model.text_features()
-        full_ids = torch.nn.functional.pad(model.text_ids, (0, model.clip.context_length - model.text_ids.shape[1]))
+        full_ids = tokenize(list(template_prompts(model.classnames, model.template, 77).texts), 77)
         x = model.text.embed(full_ids)
         x = run_blocks(model.text.blocks[:model.text_start], x, causal_mask(x.shape[1]))
         full = model.text.deep_with_tokens(x, full_ids, model.text_start, list(model.learner.text_tokens), 0.9)

@@ -1,11 +1,12 @@
-"""Classify an image or a folder of images with a trained DeAR model and a list of class names.
+"""Classify an image or a folder of images with a trained model of any trainer and a list of class names.
 
     python -m trainers.predict --model-dir output/.../seed1 --load-epoch 10 \\
         --classnames "banded,striped,dotted" --image path/to/img_or_folder [--config-file configs/dear.yaml] \\
         [--topk 5] [KEY VALUE ...]
 
-Prints, per image, the top-k classes of the fused prediction and, for each path ([CLS] and every attribute
-token), its fusion weight alpha and its own top-1 class.
+The model is built by its trainer's ``make_model`` (``TRAINER.NAME``, DeAR by default), as in training.
+Prints, per image, the top-k classes and what the model says about its prediction (DeAR: per path, [CLS]
+and every attribute token, its fusion weight and its own top-1 class).
 """
 from __future__ import annotations
 
@@ -18,16 +19,15 @@ import dasslite
 
 dasslite.use_dassl()
 
-from dassl.config import get_cfg_default  # noqa: E402
 from dassl.data.transforms import build_transform  # noqa: E402
+from dassl.engine import TRAINER_REGISTRY  # noqa: E402
 from dassl.utils import read_image  # noqa: E402
 
+import trainers  # noqa: E402,F401  (registers the trainers)
 from clipkit import load_clip, template_for  # noqa: E402
+from clipkit.config import load_config  # noqa: E402
 from clipkit.images import list_images  # noqa: E402
-from clipkit.text import class_prompts  # noqa: E402
-from head_roles import load_roles  # noqa: E402
-from trainers import extend_cfg  # noqa: E402
-from trainers.dear import DeARModel, load_learner  # noqa: E402
+from clipkit.trainer import LEARNER_NAME, load_learner  # noqa: E402
 
 
 def read_classnames(arg: str) -> list[str]:
@@ -52,37 +52,30 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE overrides (as for train.py)")
     args = p.parse_args(argv)
 
-    cfg = get_cfg_default()
-    extend_cfg(cfg)
-    cfg.merge_from_file(args.config_file)
-    cfg.merge_from_list(args.opts)
-    cfg.freeze()
+    cfg = load_config(args.config_file, opts=args.opts)
+    trainer_cls = TRAINER_REGISTRY.get(cfg.TRAINER.NAME or "DeAR")
     device = torch.device("cuda" if torch.cuda.is_available() and cfg.USE_CUDA else "cpu")
     clip_model = load_clip(cfg.MODEL.BACKBONE.NAME, cfg.MODEL.BACKBONE.PATH, device)
-    roles = load_roles(cfg.TRAINER.DEAR.ROLES_FILE or cfg.MODEL.BACKBONE.NAME)
-    model = DeARModel(clip_model, roles, cfg.TRAINER.DEAR).to(device).eval()
-    ckpt = "model-best.pth.tar" if args.load_epoch is None else f"model.pth.tar-{args.load_epoch}"
-    load_learner(model.learner, osp.join(args.model_dir, "prompt_learner", ckpt), f"roles file {roles.source}")
+    model = trainer_cls.make_model(cfg, clip_model).to(device).eval()
+    if model.learner is not None:
+        ckpt = "model-best.pth.tar" if args.load_epoch is None else f"model.pth.tar-{args.load_epoch}"
+        load_learner(model.learner, osp.join(args.model_dir, LEARNER_NAME, ckpt))
     classnames = read_classnames(args.classnames)
-    model.set_classes(class_prompts(classnames, template_for(cfg.DATASET.NAME, cfg.DATASET.PROMPT_TEMPLATE)))
-    model.cache_text_features()
+    model.set_classes(classnames, template_for(cfg.DATASET.NAME, cfg.DATASET.PROMPT_TEMPLATE))
     tfm = build_transform(cfg, is_train=False)
-    paths = ("cls",) + model.learner.attributes
-    alpha = model.learner.alpha.tolist()
-    print("fusion weights: " + ", ".join(f"{n}={a:.3f}" for n, a in zip(paths, alpha)))
+    for line in model.summary():
+        print(line)
     k = min(args.topk, len(classnames))
     for path in list_images(args.image):
         image = tfm(read_image(path)).unsqueeze(0).to(device)
         with torch.no_grad():
             out = model(image)
-        probs = out["logits"][0].softmax(-1)
-        top = probs.topk(k)
+        top = out["logits"][0].softmax(-1).topk(k)
         print(f"\n{path}")
         for p_, i in zip(top.values.tolist(), top.indices.tolist()):
             print(f"  {p_:6.1%}  {classnames[i]}")
-        per_path = [out["logits_cls"][0]] + list(out["logits_attr"][0])
-        print("  per path: " + "; ".join(
-            f"{n} (alpha {a:.3f}) -> {classnames[int(lg.argmax())]}" for n, a, lg in zip(paths, alpha, per_path)))
+        for line in model.explain(out, 0):
+            print(f"  {line}")
 
 
 if __name__ == "__main__":
