@@ -86,7 +86,7 @@ class Settings:
             value = getattr(self, f.name)
             meta = f.metadata
             name = f"TRAINER.{self.NODE}.{f.name}"
-            if value in meta.get("aliases", {}):
+            if isinstance(value, str) and value in meta.get("aliases", {}):
                 value = meta["aliases"][value]
                 object.__setattr__(self, f.name, value)
             default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
@@ -159,6 +159,7 @@ def extend_cfg(cfg: CN) -> CN:
         cfg.DATASET.FOLDER = CN()
     _add(cfg.DATASET.FOLDER, "DIR", "")  # ImageFolder data set: folder (absolute or under DATASET.ROOT)
     _add(cfg.MODEL.BACKBONE, "PATH", "")  # CLIP weights file (or folder holding it); empty: $CLIP_CACHE, ~/.cache/clip
+    _add(cfg, "TASK", "B2N")  # protocol, as MMRL's repo names it: B2N (base-to-novel), FS (few-shot), CD (cross-data)
     for cls in _SETTINGS.values():
         cls.declare(cfg)
     return cfg

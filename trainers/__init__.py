@@ -5,6 +5,6 @@ dasslite.use_dassl()
 
 from clipkit.config import extend_cfg  # noqa: E402
 
-from . import cocoop, coop, dear, ivlp, maple, zsclip  # noqa: E402,F401
+from . import cocoop, coop, dear, ivlp, maple, mmrl, mmrlpp, promptsrc, zsclip  # noqa: E402,F401
 
 __all__ = ["extend_cfg"]

@@ -65,15 +65,15 @@ class IVLPLearner(Learner):
         return {"text": [self.text_ctx, *self.text_deep], "vision": list(self.vision_deep)}
 
 
-def vl_model(clip_model, learner_cls, s, trainer: str, **learner_kw) -> DeepPromptCLIP:
+def vl_model(clip_model, learner_cls, s, trainer: str, model_cls: type[DeepPromptCLIP] = DeepPromptCLIP,
+             **learner_kw) -> DeepPromptCLIP:
     """A :class:`DeepPromptCLIP` with the IVLP-style context initialisation; shared by IVLP-like trainers."""
     text_width = clip_model.ln_final.weight.shape[0]
     vision_width = clip_model.visual.transformer.width if hasattr(clip_model.visual, "transformer") else 0
     ctx, n_ctx, prefix = init_context(clip_model, s.CTX_INIT, s.N_CTX_TEXT, (s.N_CTX_TEXT, text_width), rule="ivlp")
     identity = {"trainer": trainer, **backbone_identity(clip_model), **s.identity()}
     learner = learner_cls(identity, ctx, s, text_width, vision_width, **learner_kw)
-    return DeepPromptCLIP(clip_model, learner, n_ctx, s.PROMPT_DEPTH_TEXT, s.N_CTX_VISION, s.PROMPT_DEPTH_VISION,
-                          prefix)
+    return model_cls(clip_model, learner, n_ctx, s.PROMPT_DEPTH_TEXT, s.N_CTX_VISION, s.PROMPT_DEPTH_VISION, prefix)
 
 
 @TRAINER_REGISTRY.register()
