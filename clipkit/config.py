@@ -95,8 +95,6 @@ class Settings:
             if isinstance(default, (int, float)) and not isinstance(default, bool):
                 if isinstance(value, bool) or not isinstance(value, (int, float)):
                     raise ConfigError(f"{name}={value!r} must be a number")
-                if isinstance(default, int) and not isinstance(value, int):
-                    raise ConfigError(f"{name}={value!r} must be an integer")
             if isinstance(default, (list, tuple)) and isinstance(value, (list, tuple)):
                 object.__setattr__(self, f.name, tuple(value))
             choices = meta.get("choices")
@@ -109,6 +107,13 @@ class Settings:
 
     def validate(self) -> None:
         """Checks that involve several keys; subclasses raise :class:`ConfigError`."""
+
+    @classmethod
+    def dataset_overrides(cls, dataset: str, task: str) -> dict[str, Any]:
+        """Per-data-set values the official repository applies after the YAML files and before the
+        command line (MMRL's), as ``{"TRAINER.<NODE>.<KEY>": value}``; applied when the node's
+        ``DATASET_TABLE`` is true. ``task`` is the ``TASK`` key (B2N, FS, CD)."""
+        return {}
 
     def identity(self) -> dict[str, Any]:
         """The values that change the model (a checkpoint made with other values is refused)."""
@@ -227,10 +232,33 @@ def load_config(config_file: str = "", dataset_config_file: str = "", opts: Sequ
         merge_file(cfg, config_file, "trainer config")
     for name, value in (overrides or {}).items():
         _set(cfg, name, value)
+    apply_dataset_table(cfg, opts)
     merge_list(cfg, opts)
     if freeze:
         cfg.freeze()
     return cfg
+
+
+def apply_dataset_table(cfg: CN, opts: Sequence[str] = ()) -> dict[str, Any]:
+    """Apply the current trainer's per-data-set table (:meth:`Settings.dataset_overrides`), reading the
+    trainer, data set, task and switch as they will be once ``opts`` are merged. Returns what was set."""
+    final = cfg.clone()
+    merge_list(final, opts)
+    try:
+        from dassl.engine import TRAINER_REGISTRY
+
+        settings_cls = getattr(TRAINER_REGISTRY.get(final.TRAINER.NAME), "Settings", None)
+    except (KeyError, ImportError):
+        return {}
+    if settings_cls is None or not final.TRAINER[settings_cls.NODE].get("DATASET_TABLE", False):
+        return {}
+    table = settings_cls.dataset_overrides(final.DATASET.NAME, final.get("TASK", "B2N"))
+    for name, value in table.items():
+        _set(cfg, name, value)
+    if table:
+        print(f"Per-data-set values of {final.TRAINER.NAME} for {final.DATASET.NAME} ({final.get('TASK', 'B2N')}): "
+              + ", ".join(f"{k} {v}" for k, v in table.items()))
+    return table
 
 
 def _set(cfg: CN, dotted: str, value: Any) -> None:

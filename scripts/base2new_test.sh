@@ -28,4 +28,5 @@ echo "Run: ${DIR}"
     --eval-only \
     DATASET.NUM_SHOTS "${SHOTS}" \
     DATASET.SUBSAMPLE_CLASSES new \
+    TASK B2N \
     "${EXTRA[@]}"

@@ -22,4 +22,4 @@ fi
 echo "Run: ${DIR}"
 "${PYTHON}" train.py --root "${DATA}" --seed "${SEED}" --trainer "${TRAINER}" \
     --dataset-config-file "configs/datasets/${DATASET}.yaml" --config-file "configs/${CFG}.yaml" \
-    --output-dir "${DIR}" "${ARGS[@]}" --eval-only DATASET.SUBSAMPLE_CLASSES all "${EXTRA[@]}"
+    --output-dir "${DIR}" "${ARGS[@]}" --eval-only DATASET.SUBSAMPLE_CLASSES all TASK CD "${EXTRA[@]}"

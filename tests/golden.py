@@ -31,6 +31,35 @@ def _setup(tmp: str) -> dict:
             "roles": write_tiny_roles(osp.join(tmp, "roles.json"))}
 
 
+# Every trainer on the tiny CLIP (6 vision / 4 text layers): depths and layers scaled down from ViT-B/16's.
+TINY_OPTS: dict[str, dict] = {
+    "ZeroshotCLIP": {},
+    "CoOp": {"TRAINER.COOP.N_CTX": 4},
+    "CoCoOp": {"TRAINER.COCOOP.N_CTX": 4, "TRAINER.COCOOP.CTX_INIT": "a photo of a"},
+    "IVLP": {"TRAINER.IVLP.PROMPT_DEPTH_VISION": 3, "TRAINER.IVLP.PROMPT_DEPTH_TEXT": 3},
+    "MaPLe": {"TRAINER.MAPLE.PROMPT_DEPTH": 3},
+    "PromptSRC": {"TRAINER.PROMPTSRC.PROMPT_DEPTH_VISION": 3, "TRAINER.PROMPTSRC.PROMPT_DEPTH_TEXT": 3,
+                  "TRAINER.PROMPTSRC.GPA_MEAN": 2, "TRAINER.PROMPTSRC.GPA_STD": 1},
+    "MMRL": {"TRAINER.MMRL.REP_LAYERS": [2, 3, 4], "TRAINER.MMRL.REP_DIM": 32},
+    "MMRLpp": {"TRAINER.MMRLpp.REP_LAYERS": [2, 3, 4], "TRAINER.MMRLpp.REP_DIM": 32,
+               "TRAINER.MMRLpp.PROJ_LORA_DIM": 8},
+    "DeAR": {},  # plus TRAINER.DEAR.ROLES_FILE, the tiny roles file
+}
+TERMS: dict[str, tuple[str, ...]] = {
+    "DeAR": ("loss_ce", "loss_reg", "loss_fusion", "loss"),
+    "PromptSRC": ("loss_ce", "loss_scl_text", "loss_scl_image", "loss_scl_logits", "loss"),
+    "MMRL": ("loss_ce", "loss_ce_rep", "loss_cos_img", "loss_cos_text", "loss"),
+    "MMRLpp": ("loss_ce", "loss_ce_rep", "loss_cos_img", "loss_cos_text", "loss"),
+}
+
+
+def tiny_opts(trainer: str, setup: dict) -> dict:
+    opts = dict(TINY_OPTS[trainer])
+    if trainer == "DeAR":
+        opts["TRAINER.DEAR.ROLES_FILE"] = setup["roles"]
+    return opts
+
+
 def _trainer(s: dict, tmp: str, trainer: str, **opts):
     from conftest import make_cfg
     from dassl.engine import build_trainer
@@ -82,7 +111,24 @@ def case_dear(tmp: str) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in golden.items()}
 
 
-CASES = {"dear": case_dear}
+def _case(trainer: str):
+    def case(tmp: str) -> dict[str, torch.Tensor]:
+        s = _setup(tmp)
+        tr = _trainer(s, tmp, trainer, **tiny_opts(trainer, s))
+        image = torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(7))
+        tr.set_model_mode("eval")
+        with torch.no_grad():
+            golden = {"logits": tr.model_inference(image)}
+        golden.update(_steps(tr, _batches(tr.num_classes), TERMS.get(trainer, ("loss",))))
+        tr.set_model_mode("eval")
+        with torch.no_grad():
+            golden["logits_after"] = tr.model_inference(image)
+        return {k: v.detach().clone() for k, v in golden.items()}
+
+    return case
+
+
+CASES = {"dear": case_dear, **{t.lower(): _case(t) for t in TINY_OPTS if t not in ("DeAR", "ZeroshotCLIP")}}
 
 
 def compute(name: str) -> dict[str, torch.Tensor]:

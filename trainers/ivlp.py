@@ -9,6 +9,7 @@ PROMPT_DEPTH_TEXT``.
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -16,7 +17,7 @@ import torch
 import torch.nn as nn
 from dassl.engine import TRAINER_REGISTRY
 
-from clipkit.config import Settings, key, prec_key, register_settings
+from clipkit.config import ConfigError, Settings, key, prec_key, register_settings
 from clipkit.deep_prompts import DeepPromptCLIP
 from clipkit.prompted import Learner, backbone_identity, init_context
 from clipkit.trainer import PromptTrainer
@@ -70,6 +71,15 @@ def vl_model(clip_model, learner_cls, s, trainer: str, model_cls: type[DeepPromp
     """A :class:`DeepPromptCLIP` with the IVLP-style context initialisation; shared by IVLP-like trainers."""
     text_width = clip_model.ln_final.weight.shape[0]
     vision_width = clip_model.visual.transformer.width if hasattr(clip_model.visual, "transformer") else 0
+    fields = {f.name for f in dataclasses.fields(s)}
+    for attr, depth, layers, tower in (
+            ("PROMPT_DEPTH_TEXT", s.PROMPT_DEPTH_TEXT, clip_model.transformer.layers, "text"),
+            ("PROMPT_DEPTH_VISION", s.PROMPT_DEPTH_VISION,
+             clip_model.visual.transformer.layers if vision_width else 0, "vision")):
+        if depth > layers:
+            name = f"TRAINER.{s.NODE}.{attr if attr in fields else 'PROMPT_DEPTH'}"
+            raise ConfigError(f"{name}={depth} is deeper than this CLIP's {layers} {tower} layers; "
+                              f"set it to at most {layers}")
     ctx, n_ctx, prefix = init_context(clip_model, s.CTX_INIT, s.N_CTX_TEXT, (s.N_CTX_TEXT, text_width), rule="ivlp")
     identity = {"trainer": trainer, **backbone_identity(clip_model), **s.identity()}
     learner = learner_cls(identity, ctx, s, text_width, vision_width, **learner_kw)

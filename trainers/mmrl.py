@@ -30,6 +30,13 @@ from clipkit.trainer import PromptTrainer
 
 LOGIT_SCALE = 100.0  # MMRL uses a fixed 100 (OpenAI's ViT-B/16 has logit_scale.exp() == 100 too)
 TASKS = ("B2N", "FS", "CD")
+# The official repository's per-data-set values (yunncheng/MMRL trainers/config.py), for every TASK.
+MMRL_TABLE: dict[str, dict] = {
+    "ImageNet": {"REG_WEIGHT": 0.5}, "Caltech101": {"REG_WEIGHT": 0.5}, "OxfordPets": {"REG_WEIGHT": 0.2},
+    "StanfordCars": {"REG_WEIGHT": 7.0}, "OxfordFlowers": {"REG_WEIGHT": 4.0}, "Food101": {"REG_WEIGHT": 5.0},
+    "FGVCAircraft": {"REG_WEIGHT": 6.0}, "SUN397": {"REG_WEIGHT": 6.0}, "DescribableTextures": {"REG_WEIGHT": 6.0},
+    "EuroSAT": {"REG_WEIGHT": 0.01, "REP_DIM": 2048}, "UCF101": {"REG_WEIGHT": 3.0},
+}
 
 
 @register_settings
@@ -46,6 +53,14 @@ class MMRLSettings(Settings):
                        identity=True)
     N_REP_TOKENS: int = key(5, "representation tokens", check=lambda v: v > 0, rule="> 0", identity=True)
     PREC: str = prec_key("amp")
+    DATASET_TABLE: bool = key(True, "apply the official per-data-set REG_WEIGHT / REP_DIM after the YAML files")
+
+    @classmethod
+    def dataset_overrides(cls, dataset: str, task: str) -> dict:
+        """The official per-data-set values (MMRL's ``trainers/config.py``). Its cross-data scripts set
+        ``REG_WEIGHT 0.2 REP_DIM 512`` on the command line after the table, i.e. undo it: so none for CD."""
+        row = {} if task == "CD" else MMRL_TABLE.get(dataset, {})
+        return {f"TRAINER.{cls.NODE}.{k}": v for k, v in row.items()}
 
     def validate(self) -> None:
         layers = list(self.REP_LAYERS)

@@ -28,13 +28,38 @@ from .mmrl import MMRL, MMRLModel, MMRLSettings
 @dataclass(frozen=True)
 class MMRLppSettings(MMRLSettings):
     NODE: ClassVar[str] = "MMRLpp"
-    BETA: float = key(0.9, "anchoring of the tokens after the first listed layer: BETA * new + (1 - BETA) * previous",
-                      check=lambda v: 0.0 <= v <= 1.0, rule="in [0, 1]", identity=True)
+    BETA: float = key(0.9, "anchoring of the tokens after the first listed layer: BETA * new + (1 - BETA) * previous"
+                           " (not part of the learner's identity: the official cross-data tests change it per target)",
+                      check=lambda v: 0.0 <= v <= 1.0, rule="in [0, 1]")
     PROJ_LORA_DIM: int = key(64, "rank of the residual on CLIP's projection for the representation features",
                              check=lambda v: v > 0, rule="> 0", identity=True)
     RES_LORA_DIM: int = key(4, "rank of each layer's residual on the shared token maps", check=lambda v: v > 0,
                             rule="> 0", identity=True)
     PREC: str = prec_key("amp")
+
+    @classmethod
+    def dataset_overrides(cls, dataset: str, task: str) -> dict:
+        """The official per-data-set values (MMRL++'s ``trainers/config.py``): by TASK."""
+        row = (MMRLPP_CD_TABLE if task == "CD" else MMRLPP_TABLE).get(dataset, {})
+        return {f"TRAINER.{cls.NODE}.{k}": v for k, v in row.items()}
+
+
+# The official repository's per-data-set values (yunncheng/MMRL trainers/config.py, MMRLpp branch).
+MMRLPP_TABLE: dict[str, dict] = {  # base-to-novel and few-shot
+    "ImageNet": {"BETA": 0.9, "REG_WEIGHT": 0.2}, "FGVCAircraft": {"BETA": 0.9, "REG_WEIGHT": 2.0},
+    "UCF101": {"BETA": 0.9, "REG_WEIGHT": 3.0}, "DescribableTextures": {"BETA": 0.9, "REG_WEIGHT": 7.0},
+    "OxfordPets": {"BETA": 0.7, "REG_WEIGHT": 0.01}, "StanfordCars": {"BETA": 0.7, "REG_WEIGHT": 6.0},
+    "Caltech101": {"BETA": 0.6, "REG_WEIGHT": 3.0}, "SUN397": {"BETA": 0.5, "REG_WEIGHT": 3.0},
+    "OxfordFlowers": {"BETA": 0.4, "REG_WEIGHT": 7.0}, "EuroSAT": {"BETA": 0.2, "REG_WEIGHT": 0.01},
+    "Food101": {"BETA": 0.1, "REG_WEIGHT": 1.0},
+}
+MMRLPP_CD_TABLE: dict[str, dict] = {  # cross-data: training on ImageNet, then BETA per target
+    "ImageNet": {"BETA": 0.9, "REG_WEIGHT": 0.1}, "ImageNetV2": {"BETA": 0.9}, "ImageNetR": {"BETA": 0.9},
+    "ImageNetA": {"BETA": 0.8}, "ImageNetSketch": {"BETA": 0.7}, "FGVCAircraft": {"BETA": 0.9},
+    "UCF101": {"BETA": 0.9}, "SUN397": {"BETA": 0.7}, "OxfordPets": {"BETA": 0.6}, "Caltech101": {"BETA": 0.6},
+    "DescribableTextures": {"BETA": 0.5}, "OxfordFlowers": {"BETA": 0.4}, "StanfordCars": {"BETA": 0.3},
+    "EuroSAT": {"BETA": 0.3}, "Food101": {"BETA": 0.3},
+}
 
 
 def _low_rank(rows: int, rank: int, cols: int) -> tuple[nn.Parameter, nn.Parameter]:

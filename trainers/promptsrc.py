@@ -34,6 +34,8 @@ def _nonneg(v) -> bool:
 @register_settings
 @dataclass(frozen=True)
 class PromptSRCSettings(Settings):
+    """Defaults and their types are the official ``extend_cfg``'s (integers where it has integers), so the
+    official YAML files merge unchanged."""
     NODE: ClassVar[str] = "PROMPTSRC"
     N_CTX_VISION: int = key(4, "vision prompts per layer", check=lambda v: v > 0, rule="> 0", identity=True)
     N_CTX_TEXT: int = key(4, "text context vectors per layer", check=lambda v: v > 0, rule="> 0", identity=True)
@@ -44,12 +46,12 @@ class PromptSRCSettings(Settings):
                                    rule=">= 0", identity=True)
     PROMPT_DEPTH_TEXT: int = key(9, "text layers with prompts (1: input only)", check=lambda v: v >= 1,
                                  rule=">= 1", identity=True)
-    TEXT_LOSS_WEIGHT: float = key(25.0, "weight of L1(text features, frozen template-ensemble features)",
+    TEXT_LOSS_WEIGHT: float = key(25, "weight of L1(text features, frozen template-ensemble features)",
                                   check=_nonneg, rule=">= 0")
-    IMAGE_LOSS_WEIGHT: float = key(10.0, "weight of L1(image features, frozen image features)", check=_nonneg,
+    IMAGE_LOSS_WEIGHT: float = key(10, "weight of L1(image features, frozen image features)", check=_nonneg,
                                    rule=">= 0")
-    GPA_MEAN: float = key(15.0, "Gaussian prompt aggregation: mean epoch (1-based)")
-    GPA_STD: float = key(1.0, "Gaussian prompt aggregation: standard deviation in epochs", check=lambda v: v > 0,
+    GPA_MEAN: float = key(15, "Gaussian prompt aggregation: mean epoch (1-based)")
+    GPA_STD: float = key(1, "Gaussian prompt aggregation: standard deviation in epochs", check=lambda v: v > 0,
                          rule="> 0")
 
 
