@@ -64,7 +64,7 @@ def naive_outputs(model, image, full_context: bool = True):
     x = v.embed(image)
     x = run_blocks(v.blocks[:model.start], x)  # recomputed under autograd mode
     out = run_injected(v.blocks[model.start:], x, list(learner.attribute_tokens), x.shape[1], model.beta,
-                       list(model.role_masks))
+                       model.masks)
     f_cls = F.normalize(v.project(out.x[:, 0]), dim=-1)
     f_attr = F.normalize(v.visual.ln_post(out.tokens) @ learner.attribute_proj, dim=-1)
     with torch.no_grad():

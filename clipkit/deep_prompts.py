@@ -8,6 +8,9 @@ leaves the image encoder stock. The learner returns the prompts per layer, layer
 ``{"text": [depth_t x [n_t, Dt]], "vision": [depth_v x [n_v, Dv]]}``; how they are produced (independent
 parameters, or MaPLe's projections of the text prompts) is the method's business.
 
+With head roles (``clipkit.routing``), each vision block can take a per-head mask over the original tokens
+and the prompts, so that the prompts only reach the heads their roles allow.
+
 Exactness and cost: the text rows every class shares (start-of-text and the context) run once, prompts are
 cut after their end-of-text token, the last blocks compute only the rows that are read ([CLS], end-of-text),
 and with ``with_frozen`` the stock image forward shares the first block's attention over the original tokens
@@ -26,7 +29,7 @@ class DeepPromptCLIP(PromptedCLIP):
     """Frozen CLIP with deep prompts in both towers; named outputs ``logits``, ``f_image``, ``text``."""
 
     def __init__(self, clip_model, learner: Learner, n_ctx_text: int, depth_text: int, n_ctx_vision: int,
-                 depth_vision: int, prompt_prefix: str = "") -> None:
+                 depth_vision: int, prompt_prefix: str = "", vision_masks: list | None = None) -> None:
         super().__init__(clip_model, learner)
         text_layers = clip_model.transformer.layers
         vision_layers = clip_model.visual.transformer.layers if self.vision is not None else 0
@@ -40,6 +43,8 @@ class DeepPromptCLIP(PromptedCLIP):
         self.n_ctx_vision, self.depth_vision = n_ctx_vision, depth_vision
         self.prompt_prefix = prompt_prefix
         self.prompts = ContextText()
+        # per vision block: the head-role mask over [originals, prompts] (None: all heads open)
+        self.register_masks(vision_masks if vision_masks is not None else [None] * vision_layers)
 
     def prepare_classes(self, classnames, template) -> None:
         self.prompts.set(self.text, context_prompts(classnames, self.n_ctx_text, self.clip.context_length,
@@ -63,8 +68,8 @@ class DeepPromptCLIP(PromptedCLIP):
         layers = list(prompts["vision"])
         tokens = [self.vision.visual.ln_pre(layers[0])] + layers[1:]
         tokens += [None] * (len(self.vision.blocks) - len(tokens))
-        out = run_injected(self.vision.blocks, x, tokens, insert_at=x.shape[1], beta=1.0, cls_only=True,
-                           with_stock=with_frozen)
+        out = run_injected(self.vision.blocks, x, tokens, insert_at=x.shape[1], beta=1.0, masks=self.masks,
+                           cls_only=True, with_stock=with_frozen)
         f = self.normalize(self.vision.project(out.x[:, 0]))
         frozen = None
         if with_frozen:

@@ -102,6 +102,21 @@ class PromptedCLIP(nn.Module):
         self.template = ""
         self._text_cache: tuple[tuple, torch.Tensor] | None = None
 
+    # -- masks -------------------------------------------------------------------------------------------
+    def register_masks(self, masks: Sequence[torch.Tensor | None]) -> None:
+        """Keep per-block attention masks (``None``: no mask) as buffers, so they move with the model."""
+        self._mask_names = []
+        for i, m in enumerate(masks):
+            name = None
+            if m is not None:
+                name = f"block_mask_{i}"
+                self.register_buffer(name, m, persistent=False)
+            self._mask_names.append(name)
+
+    @property
+    def masks(self) -> list[torch.Tensor | None]:
+        return [getattr(self, n) if n is not None else None for n in getattr(self, "_mask_names", [])]
+
     # -- classes -----------------------------------------------------------------------------------------
     @property
     def device(self) -> torch.device:

@@ -19,7 +19,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from dassl.engine import TRAINER_REGISTRY
 
-from clipkit.config import Settings, key, prec_key, register_settings
+from clipkit.config import ConfigError, Settings, key, prec_key, register_settings
 from clipkit.loader import describe_backbone
 from clipkit.prompted import Learner, PromptedCLIP, backbone_identity
 from clipkit.prompts import template_prompts
@@ -94,12 +94,13 @@ class DeARModel(PromptedCLIP):
         roles.check_backbone(info["layers"], info["heads"], info["width"])
         start = (settings.INJECT_LAYER or roles.first_layer) - 1  # 0-based index of the first injected block
         if not 0 <= start < info["layers"]:
-            raise ValueError(f"TRAINER.DEAR.INJECT_LAYER={settings.INJECT_LAYER} is outside 1..{info['layers']}")
+            raise ConfigError(f"TRAINER.DEAR.INJECT_LAYER={settings.INJECT_LAYER} is outside 1..{info['layers']}")
         injected = list(range(start + 1, info["layers"] + 1))  # 1-based layers with tokens
         text_start = info["text_layers"] - len(injected)  # the text encoder gets as many deep layers
         if text_start < 0:
-            raise ValueError(f"the text encoder has {info['text_layers']} layers, fewer than the {len(injected)} "
-                             "injected")
+            raise ConfigError(f"the text encoder has {info['text_layers']} layers, fewer than the {len(injected)} "
+                              f"injected from layer {start + 1}; set TRAINER.DEAR.INJECT_LAYER to at least "
+                              f"{info['layers'] - info['text_layers'] + 1}")
         masked = ablate(roles, settings.MASK, settings.MASK_SEED)  # the roles the masks are built from
         identity = {"trainer": "DeAR", **backbone_identity(clip_model), **settings.identity(),
                     "roles": masked.digest}
@@ -111,9 +112,8 @@ class DeARModel(PromptedCLIP):
         self.start, self.text_start = start, text_start
         self.beta = settings.BETA
         self.n_text_tokens = settings.N_TEXT_TOKENS
-        masks = role_masks(masked, injected, self.vision.num_tokens, roles.core_attributes, info["heads"],
-                           settings.ATTR_INTERACTION)
-        self.register_buffer("role_masks", masks, persistent=False)  # [J', H, L, L]
+        self.register_masks(role_masks(masked, injected, self.vision.num_tokens, roles.core_attributes,
+                                       info["heads"], settings.ATTR_INTERACTION))  # per injected block
         for name in ("text_eot", "text_p", "text_s", "text_frozen"):
             self.register_buffer(name, torch.empty(0), persistent=False)
 
@@ -140,7 +140,7 @@ class DeARModel(PromptedCLIP):
         with torch.no_grad():  # layers before J carry no learnable state: run once, share with the frozen path
             prefix = self.vision.prefix(image, self.start)  # [B, N, Dv]
         out = run_injected(self.vision.blocks[self.start:], prefix, list(self.learner.attribute_tokens),
-                           insert_at=prefix.shape[1], beta=self.beta, masks=list(self.role_masks), keep_first=True,
+                           insert_at=prefix.shape[1], beta=self.beta, masks=self.masks, keep_first=True,
                            with_stock=with_frozen)
         f_cls = self.vision.project(out.x[:, 0])
         f_attr = self.vision.visual.ln_post(out.tokens) @ self.learner.attribute_proj.to(out.x.dtype)

@@ -17,9 +17,10 @@ import torch
 import torch.nn as nn
 from dassl.engine import TRAINER_REGISTRY
 
-from clipkit.config import ConfigError, Settings, key, prec_key, register_settings
+from clipkit.config import ConfigError, key, prec_key, register_settings
 from clipkit.deep_prompts import DeepPromptCLIP
 from clipkit.prompted import Learner, backbone_identity, init_context
+from clipkit.routing import RoleRouting, routing_masks
 from clipkit.trainer import PromptTrainer
 
 
@@ -29,7 +30,7 @@ def _positive(v) -> bool:
 
 @register_settings
 @dataclass(frozen=True)
-class IVLPSettings(Settings):
+class IVLPSettings(RoleRouting):
     NODE: ClassVar[str] = "IVLP"
     N_CTX_VISION: int = key(2, "vision prompts per layer", check=_positive, rule="> 0", identity=True)
     N_CTX_TEXT: int = key(2, "text context vectors per layer", check=_positive, rule="> 0", identity=True)
@@ -66,8 +67,8 @@ class IVLPLearner(Learner):
         return {"text": [self.text_ctx, *self.text_deep], "vision": list(self.vision_deep)}
 
 
-def vl_model(clip_model, learner_cls, s, trainer: str, model_cls: type[DeepPromptCLIP] = DeepPromptCLIP,
-             **learner_kw) -> DeepPromptCLIP:
+def vl_model(clip_model, learner_cls, s, trainer: str, backbone: str,
+             model_cls: type[DeepPromptCLIP] = DeepPromptCLIP, **learner_kw) -> DeepPromptCLIP:
     """A :class:`DeepPromptCLIP` with the IVLP-style context initialisation; shared by IVLP-like trainers."""
     text_width = clip_model.ln_final.weight.shape[0]
     vision_width = clip_model.visual.transformer.width if hasattr(clip_model.visual, "transformer") else 0
@@ -81,9 +82,14 @@ def vl_model(clip_model, learner_cls, s, trainer: str, model_cls: type[DeepPromp
             raise ConfigError(f"{name}={depth} is deeper than this CLIP's {layers} {tower} layers; "
                               f"set it to at most {layers}")
     ctx, n_ctx, prefix = init_context(clip_model, s.CTX_INIT, s.N_CTX_TEXT, (s.N_CTX_TEXT, text_width), rule="ivlp")
-    identity = {"trainer": trainer, **backbone_identity(clip_model), **s.identity()}
+    masks, extra = [], {}
+    if vision_width and s.PROMPT_DEPTH_VISION:  # the prompts are in every vision block's input
+        n_layers = clip_model.visual.transformer.layers
+        masks, extra = routing_masks(s, backbone, clip_model, range(1, n_layers + 1), s.N_CTX_VISION)
+    identity = {"trainer": trainer, **backbone_identity(clip_model), **s.identity(), **extra}
     learner = learner_cls(identity, ctx, s, text_width, vision_width, **learner_kw)
-    return model_cls(clip_model, learner, n_ctx, s.PROMPT_DEPTH_TEXT, s.N_CTX_VISION, s.PROMPT_DEPTH_VISION, prefix)
+    return model_cls(clip_model, learner, n_ctx, s.PROMPT_DEPTH_TEXT, s.N_CTX_VISION, s.PROMPT_DEPTH_VISION, prefix,
+                     vision_masks=masks or None)
 
 
 @TRAINER_REGISTRY.register()
@@ -92,4 +98,5 @@ class IVLP(PromptTrainer):
 
     @classmethod
     def make_model(cls, cfg, clip_model, settings=None, classnames=None) -> DeepPromptCLIP:
-        return vl_model(clip_model, IVLPLearner, settings or cls.Settings.from_cfg(cfg), "IVLP")
+        return vl_model(clip_model, IVLPLearner, settings or cls.Settings.from_cfg(cfg), "IVLP",
+                        cfg.MODEL.BACKBONE.NAME)

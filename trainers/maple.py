@@ -16,9 +16,10 @@ import torch
 import torch.nn as nn
 from dassl.engine import TRAINER_REGISTRY
 
-from clipkit.config import ConfigError, Settings, key, prec_key, register_settings
+from clipkit.config import ConfigError, key, prec_key, register_settings
 from clipkit.deep_prompts import DeepPromptCLIP
 from clipkit.prompted import Learner
+from clipkit.routing import RoleRouting
 from clipkit.trainer import PromptTrainer
 
 from .ivlp import normal_prompts, vl_model
@@ -26,7 +27,7 @@ from .ivlp import normal_prompts, vl_model
 
 @register_settings
 @dataclass(frozen=True)
-class MaPLeSettings(Settings):
+class MaPLeSettings(RoleRouting):
     NODE: ClassVar[str] = "MAPLE"
     N_CTX: int = key(2, "prompt tokens per layer (text and vision)", check=lambda v: v > 0, rule="> 0",
                      identity=True)
@@ -80,4 +81,5 @@ class MaPLe(PromptTrainer):
 
     @classmethod
     def make_model(cls, cfg, clip_model, settings=None, classnames=None) -> DeepPromptCLIP:
-        return vl_model(clip_model, MaPLeLearner, settings or cls.Settings.from_cfg(cfg), "MaPLe")
+        return vl_model(clip_model, MaPLeLearner, settings or cls.Settings.from_cfg(cfg), "MaPLe",
+                        cfg.MODEL.BACKBONE.NAME)

@@ -21,9 +21,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 from dassl.engine import TRAINER_REGISTRY
 
-from clipkit.config import ConfigError, Settings, key, prec_key, register_settings
+from clipkit.config import ConfigError, key, prec_key, register_settings
 from clipkit.prompted import Learner, PromptedCLIP, backbone_identity
 from clipkit.prompts import template_prompts
+from clipkit.routing import RoleRouting, routing_masks
 from clipkit.surgery import run_injected
 from clipkit.text import encode_class_prompts
 from clipkit.trainer import PromptTrainer
@@ -41,7 +42,7 @@ MMRL_TABLE: dict[str, dict] = {
 
 @register_settings
 @dataclass(frozen=True)
-class MMRLSettings(Settings):
+class MMRLSettings(RoleRouting):
     NODE: ClassVar[str] = "MMRL"
     ALPHA: float = key(0.7, "weight of the [CLS] logits against the representation logits (loss and fusion)",
                        check=lambda v: 0.0 <= v <= 1.0, rule="in [0, 1]")
@@ -95,7 +96,7 @@ class MMRLModel(PromptedCLIP):
     INFERENCE_MODES = ("fusion", "cls")
 
     def __init__(self, clip_model, s: MMRLSettings, learner_cls: type[Learner] | None = None, trainer: str = "MMRL",
-                 beta: float = 1.0) -> None:
+                 beta: float = 1.0, backbone: str = "ViT-B/16") -> None:
         if not hasattr(clip_model.visual, "transformer"):
             raise ConfigError("MMRL needs a ViT image encoder")
         layers = list(s.REP_LAYERS)
@@ -103,9 +104,11 @@ class MMRLModel(PromptedCLIP):
         if layers[-1] > min(n_vision, n_text):
             raise ConfigError(f"TRAINER.MMRL.REP_LAYERS={layers} goes past this CLIP's {n_vision} vision / {n_text} "
                               "text layers; list layers that both towers have")
-        identity = {"trainer": trainer, **backbone_identity(clip_model), **s.identity()}
+        masks, extra = routing_masks(s, backbone, clip_model, range(layers[0], n_vision + 1), s.N_REP_TOKENS)
+        identity = {"trainer": trainer, **backbone_identity(clip_model), **s.identity(), **extra}
         learner = (learner_cls or MMRLLearner)(identity, s, clip_model)
         super().__init__(clip_model, learner)
+        self.register_masks(masks)  # per vision block from the first listed layer
         self.layers, self.start = layers, layers[0] - 1  # 0-based first block with tokens
         self.beta = beta  # 1: tokens replaced at every listed layer after the first (MMRL); < 1 anchored (MMRL++)
         self.alpha = s.ALPHA
@@ -136,7 +139,8 @@ class MMRLModel(PromptedCLIP):
         # the official inserts the tokens after [CLS]; attention does not depend on where a token sits (no
         # positional embedding is added to them), so they are appended, which lets the frozen path share work
         out = run_injected(self.vision.blocks[self.start:], prefix, self._per_block(prompts["vision"],
-                           len(self.vision.blocks)), insert_at=prefix.shape[1], beta=self.beta, keep_first=True,
+                           len(self.vision.blocks)), insert_at=prefix.shape[1], beta=self.beta, masks=self.masks,
+                           keep_first=True,
                            with_stock=with_frozen)
         f = self.vision.project(out.x[:, 0])
         f_rep = self.vision.visual.ln_post(out.tokens).mean(dim=1) @ prompts["proj_rep"].to(out.x.dtype)
@@ -167,7 +171,7 @@ class MMRL(PromptTrainer):
 
     @classmethod
     def make_model(cls, cfg, clip_model, settings=None, classnames=None) -> MMRLModel:
-        return MMRLModel(clip_model, settings or cls.Settings.from_cfg(cfg))
+        return MMRLModel(clip_model, settings or cls.Settings.from_cfg(cfg), backbone=cfg.MODEL.BACKBONE.NAME)
 
     def check_cfg(self, cfg) -> None:
         super().check_cfg(cfg)

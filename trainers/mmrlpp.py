@@ -110,4 +110,4 @@ class MMRLpp(MMRL):
     @classmethod
     def make_model(cls, cfg, clip_model, settings=None, classnames=None) -> MMRLModel:
         s = settings or cls.Settings.from_cfg(cfg)
-        return MMRLModel(clip_model, s, MMRLppLearner, "MMRLpp", beta=s.BETA)
+        return MMRLModel(clip_model, s, MMRLppLearner, "MMRLpp", beta=s.BETA, backbone=cfg.MODEL.BACKBONE.NAME)

@@ -18,8 +18,9 @@ import torch
 import torch.nn.functional as F
 from dassl.engine import TRAINER_REGISTRY
 
-from clipkit.config import Settings, key, prec_key, register_settings
+from clipkit.config import key, prec_key, register_settings
 from clipkit.deep_prompts import DeepPromptCLIP
+from clipkit.routing import RoleRouting
 from clipkit.templates import IMAGENET_TEMPLATES
 from clipkit.text import ensemble_features
 from clipkit.trainer import PromptTrainer
@@ -33,7 +34,7 @@ def _nonneg(v) -> bool:
 
 @register_settings
 @dataclass(frozen=True)
-class PromptSRCSettings(Settings):
+class PromptSRCSettings(RoleRouting):
     """Defaults and their types are the official ``extend_cfg``'s (integers where it has integers), so the
     official YAML files merge unchanged."""
     NODE: ClassVar[str] = "PROMPTSRC"
@@ -81,7 +82,7 @@ class PromptSRC(PromptTrainer):
     @classmethod
     def make_model(cls, cfg, clip_model, settings=None, classnames=None) -> PromptSRCModel:
         s = settings or cls.Settings.from_cfg(cfg)
-        return vl_model(clip_model, IVLPLearner, s, "PromptSRC", model_cls=PromptSRCModel)
+        return vl_model(clip_model, IVLPLearner, s, "PromptSRC", cfg.MODEL.BACKBONE.NAME, model_cls=PromptSRCModel)
 
     def build_model(self) -> None:
         super().build_model()
