@@ -148,3 +148,27 @@ def test_readme_example_on_a_stock_multihead_attention_block(vitb16_clip):
     _, b = attention(block.attn, block.ln_1(x2), mask, return_heads=True)
     for h in roles.isolated_heads(10):
         assert torch.allclose(a[:, h, :n_orig], b[:, h, :n_orig], atol=1e-5)
+
+
+def test_attribute_sets_of_other_sizes(setup):
+    """K = 3 / 7 (the paper's Table 6): the chosen concepts get tokens, the other specialized heads are isolated."""
+    from head_roles import attribute_set, load_roles
+
+    roles = load_roles("ViT-B/16")
+    assert attribute_set(roles, 5) == roles.core_attributes
+    assert attribute_set(roles, 3) == ("texture", "object", "location")
+    assert attribute_set(roles, 7) == roles.core_attributes + ("human", "text")
+    k7 = roles.with_attributes(attribute_set(roles, 7))
+    assert k7.heads_for_attribute(10, "human") == [4] and k7.heads_for_attribute(12, "text") == [11]
+    k3 = roles.with_attributes(attribute_set(roles, 3))
+    assert 1 in k3.isolated_heads(10)  # (10, 1) is a colour head: no colour token with K=3, so isolated
+    k3_names = ["texture", "object", "location"]
+    model = model_for(setup, "DeAR", setup["roles"], **{"TRAINER.DEAR.ATTRIBUTES": k3_names})
+    assert model.learner.attribute_tokens.shape[1] == 3 and model.learner.attributes == tuple(k3_names)
+    tiny = load_roles(setup["roles"])
+    layer = tiny.layers[0]
+    colour_heads = tiny.heads_for_attribute(layer, "color")
+    mask = model.masks[0]  # the first injected layer
+    n = model.vision.num_tokens
+    for h in colour_heads:
+        assert torch.isinf(mask[h, :n, n:]).all()  # the colour head sees no token at all

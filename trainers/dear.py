@@ -47,6 +47,9 @@ class DeARSettings(Settings):
     MASK: str = key("role", "role | none | generalization_only | random_shuffle | isolate_all", choices=ABLATIONS,
                     identity=True)
     MASK_SEED: int = key(0, "seed of the random_shuffle ablation")
+    ATTRIBUTES: list = key([], "the concepts that get attribute tokens, in token order (empty: the roles file's "
+                                "core_attributes); heads of concepts without a token are isolated (paper's K ablation)",
+                           identity=True)
     ATTR_INTERACTION: str = key("self", "self: attribute tokens do not see each other | all",
                                 choices=ATTR_INTERACTIONS, identity=True)
     FUSION_INIT_CLS: float = key(0.7, "alpha_cls at initialisation (the rest split evenly)",
@@ -194,7 +197,10 @@ class DeAR(PromptTrainer):
     def make_model(cls, cfg, clip_model, settings: DeARSettings | None = None, classnames=None) -> DeARModel:
         s = settings or cls.Settings.from_cfg(cfg)
         roles = load_roles(s.ROLES_FILE or cfg.MODEL.BACKBONE.NAME)
-        print(f"Head roles: {roles.source} (digest {roles.digest[:12]}, mask={s.MASK})")
+        if s.ATTRIBUTES:
+            roles = roles.with_attributes(s.ATTRIBUTES)
+        print(f"Head roles: {roles.source} (digest {roles.digest[:12]}, mask={s.MASK}, "
+              f"attributes {', '.join(roles.core_attributes)})")
         return DeARModel(clip_model, roles, s)
 
     def train_outputs(self, image, label):
