@@ -172,3 +172,31 @@ def test_attribute_sets_of_other_sizes(setup):
     n = model.vision.num_tokens
     for h in colour_heads:
         assert torch.isinf(mask[h, :n, n:]).all()  # the colour head sees no token at all
+
+
+def test_ablation_script_runs_the_grid_and_prints_the_table(setup, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    env = dict(os.environ, DATA=setup["root"], OUTPUT=str(tmp_path), SHOTS="2", PYTHON=sys.executable,
+               CLIP_OFFLINE="1", OPTS=f"MODEL.BACKBONE.PATH {setup['clip']} TRAINER.DEAR.ROLES_FILE {setup['roles']} "
+                                      "INPUT.SIZE (32,32) DATALOADER.NUM_WORKERS 0 OPTIM.MAX_EPOCH 1 "
+                                      "DATALOADER.TRAIN_X.BATCH_SIZE 2")
+    cmd = ["bash", "scripts/ablations.sh", "dtd", "1", "--variants", "role", "k3", "decoupled"]
+    out = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    rows = {line.split("|")[1].strip(): line for line in out.stdout.splitlines() if line.startswith("| ")}
+    for v in ("role", "k3", "decoupled"):
+        assert "+-" in rows[v], rows
+    from head_roles import attribute_set, load_roles
+
+    k3 = ", ".join(attribute_set(load_roles(setup["roles"]), 3))
+    assert f"attributes {k3})" in (
+        tmp_path / "ablations/k3/base2new/train_base/dtd/shots_2/DeAR/dear/seed1/log.txt").read_text()
+    assert "Inference: cls" in (tmp_path / "ablations/decoupled/base2new/test_new/dtd/shots_2/DeAR/dear/seed1/log.txt"
+                                ).read_text()
+    again = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert again.returncode == 0 and again.stdout.count("Skip") == 5  # every finished run is skipped
