@@ -178,6 +178,14 @@ def test_interrupted_writes_leave_the_previous_file(tmp_path, monkeypatch):
     monkeypatch.undo()
     assert load_checkpoint(str(fdir / "model-last.pth.tar"))["epoch"] == 1
     assert sorted(p.name for p in fdir.iterdir()) == ["checkpoint", "model-last.pth.tar"]
+    # kill -9 inside a write leaves a temporary file of a dead process: the next resume removes it
+    from dasslite.utils.atomic import remove_stale_temporaries
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    (fdir / f"model-last.pth.tar.tmp-{dead.pid}").write_bytes(b"PK half")
+    (fdir / f"checkpoint.tmp-{os.getpid()}").write_bytes(b"")  # a live writer's (this process) is kept
+    assert [osp.basename(p) for p in remove_stale_temporaries(str(fdir))] == [f"model-last.pth.tar.tmp-{dead.pid}"]
 
 
 def test_truncated_cache_names_its_path(tmp_path):
@@ -206,6 +214,28 @@ def test_last_checkpoint_every_epoch_and_every_n_iterations(tmp_path, parity_dat
     assert (tmp_path / "run" / "probe" / "checkpoint").read_text() == "model-last.pth.tar\n"
     ckpt = torch.load(tmp_path / "run" / "probe" / "model.pth.tar-2", weights_only=True)
     assert ckpt["engine"]["next_batch"] == 0 and "rng" in ckpt["engine"]
+
+
+def test_run_folder_alone_gives_config_and_checkpoints(tmp_path, parity_data):
+    """What predict and evaluation need from a run folder, checked without loading anything heavy."""
+    from dassl.config import get_cfg_default
+
+    import trainers
+    from dasslite.config import extend_engine_cfg
+
+    out = str(tmp_path / "run")
+    proc = run_train(*tiny_args(parity_data, out, "INPUT.SIZE", "(20, 20)", epochs=1))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    info = runs.check_run(out, epoch=1, need_config=True)
+    assert info.epochs == {"probe": [1]} and info.best == ["probe"] and info.finished
+    defaults = trainers.extend_cfg(extend_engine_cfg(get_cfg_default()))
+    cfg = runs.load_run_config(out, defaults)
+    assert tuple(cfg.INPUT.SIZE) == (20, 20) and cfg.TRAINER.NAME == "TinyProbe" and cfg.DATASET.NUM_SHOTS == 8
+    with pytest.raises(runs.RunFolderError, match=r"no checkpoint for epoch 10 \(saved epochs: 1\)"):
+        runs.check_run(out, epoch=10)
+    os.remove(osp.join(out, "config.yaml"))
+    with pytest.raises(runs.RunFolderError, match="no config.yaml .* pass the training options again"):
+        runs.load_run_config(out, defaults)
 
 
 # ---- resume is exact ---------------------------------------------------------------------------------------
@@ -324,6 +354,22 @@ def test_resume_propagates_the_models_refusal(tmp_path):
     trainer.register_model("model", Picky(2, 2))
     with pytest.raises(ValueError, match=r"^trained with other head roles \(roles file a\.json, MASK=none\)$"):
         trainer.resume_model_if_exist(str(tmp_path))
+
+
+def test_grad_scalers_are_saved_and_restored_by_default():
+    """Trainers own their grad scaler (e.g. ``self.step.scaler``); the default hook finds and restores it."""
+    from types import SimpleNamespace
+
+    from dasslite.engine import TrainerBase
+
+    trainer = TrainerBase()
+    trainer.step = SimpleNamespace(scaler=torch.amp.GradScaler("cpu", init_scale=128.0))
+    trainer.step.scaler._lazy_init_scale_growth_tracker(torch.device("cpu"))
+    state = trainer.extra_checkpoint_state()
+    assert state["grad_scalers"]["step.scaler"]["scale"] == 128.0
+    trainer.step.scaler = torch.amp.GradScaler("cpu", init_scale=2.0)
+    trainer.load_extra_checkpoint_state(state)
+    assert trainer.step.scaler.get_scale() == 128.0
 
 
 def test_restored_rng_states_round_trip():
