@@ -41,11 +41,16 @@ def all_keys(cfg: CfgNode, prefix: str = "") -> list[str]:
 
 
 def _suggest(cfg: CfgNode, key: str) -> str:
+    """``; did you mean A.B or A.C?``: keys of the same section first (``LEARNING_RATE`` -> ``LR`` by its
+    initials, then by spelling), then by spelling anywhere."""
     keys = all_keys(cfg)
-    close = difflib.get_close_matches(key, keys, n=3, cutoff=0.6)
-    if not close:
-        leaf = key.rsplit(".", 1)[-1]
-        close = [k for k in keys if k.rsplit(".", 1)[-1] == leaf][:3]
+    section, _, leaf = key.rpartition(".")
+    siblings = {k.rpartition(".")[2]: k for k in keys if k.rpartition(".")[0] == section}
+    initials = "".join(part[:1] for part in leaf.split("_"))
+    close = [siblings[initials]] if initials in siblings and initials != leaf else []
+    close += [siblings[m] for m in difflib.get_close_matches(leaf, list(siblings), n=3, cutoff=0.6)]
+    close += difflib.get_close_matches(key, keys, n=3, cutoff=0.8)
+    close = list(dict.fromkeys(close))[:3]
     return f"; did you mean {' or '.join(close)}?" if close else ""
 
 
@@ -127,6 +132,8 @@ def merge_list(cfg: CfgNode, opts: list[str] | None) -> None:
     if len(opts) % 2:
         raise ConfigError(f"overrides must be KEY VALUE pairs; {opts[-1]!r} has no value")
     for key, value in zip(opts[0::2], opts[1::2]):
+        if isinstance(key, str) and key.startswith("-"):
+            raise ConfigError(f"{key} is a flag among the KEY VALUE overrides: put every flag before them")
         if not isinstance(key, str) or not re.fullmatch(r"[A-Za-z_][\w.]*", key):
             raise ConfigError(f"override {key!r} is not a config key (KEY VALUE pairs, e.g. OPTIM.LR 0.002)")
         try:

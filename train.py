@@ -174,8 +174,21 @@ def report(e: BaseException) -> None:
     print(f"error: {msg}", file=sys.stderr, flush=True)
 
 
-def _remove_new_entries(folder: str, existed: bool, before: set[str]) -> None:
-    """Undo what a run that failed before training wrote, so the folder does not look like a run."""
+def _first_missing_ancestor(folder: str) -> str | None:
+    """The outermost folder of ``folder``'s path that does not exist yet (``None`` if ``folder`` exists)."""
+    folder = osp.abspath(folder)
+    missing = None
+    while not osp.exists(folder):
+        missing, parent = folder, osp.dirname(folder)
+        if parent == folder:
+            break
+        folder = parent
+    return missing
+
+
+def _remove_new_entries(folder: str, created_from: str | None, before: set[str]) -> None:
+    """Undo what a run that failed before training wrote, so the folder does not look like a run: the entries
+    it added, and the folders it created (``folder`` up to ``created_from``) once they are empty."""
     if not osp.isdir(folder):
         return
     for name in set(os.listdir(folder)) - before:
@@ -187,11 +200,17 @@ def _remove_new_entries(folder: str, existed: bool, before: set[str]) -> None:
                 os.remove(path)
             except OSError:
                 pass
-    if not existed:
+    if created_from is None:
+        return
+    current = osp.abspath(folder)
+    while True:
         try:
-            os.rmdir(folder)
+            os.rmdir(current)
         except OSError:
-            pass
+            return
+        if current == created_from:
+            return
+        current = osp.dirname(current)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -210,8 +229,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     out = cfg.OUTPUT_DIR
-    existed = osp.isdir(out)
-    before = set(os.listdir(out)) if existed else set()
+    created_from = _first_missing_ancestor(out)
+    before = set(os.listdir(out)) if created_from is None else set()
     lock = runs.RunLock(out)
     try:
         lock.acquire()
@@ -254,7 +273,7 @@ def main(argv: list[str] | None = None) -> int:
         teardown_logger()
         lock.release()
         if undo:
-            _remove_new_entries(out, existed, before)
+            _remove_new_entries(out, created_from, before)
 
 
 if __name__ == "__main__":

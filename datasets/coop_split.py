@@ -155,8 +155,10 @@ class CoOpDataset(DatasetBase):
         untrained = sorted({(item.label, item.classname) for item in test if item.label not in trained})
         if untrained:
             names = ", ".join(f"{c!r}" for _, c in untrained[:5])
+            n = len(untrained)
             raise DatasetNotFound(
-                f"{type(self).__name__}: {len(untrained)} tested classes have no training image ({names}) in "
+                f"{type(self).__name__}: {n} tested {'class has' if n == 1 else 'classes have'} no training "
+                f"image ({names}) in "
                 f"{self.dataset_dir}; add images for them or remove them from the test split"
             )
 

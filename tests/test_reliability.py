@@ -508,7 +508,7 @@ def test_image_folder_empty_class_folder_is_named(tmp_path):
     with pytest.raises(DatasetNotFound, match=r"class folder .*train/class_d holds no images"):
         build(tmp_path, "ImageFolder", **{"DATASET.FOLDER.DIR": "my_folder"})
     os.rmdir(osp.join(ddir, "train", "class_d"))  # no folder at all: tested but never trained
-    with pytest.raises(DatasetNotFound, match=r"1 tested classes have no training image \('class d'\)"):
+    with pytest.raises(DatasetNotFound, match=r"1 tested class has no training image \('class d'\)"):
         build(tmp_path, "ImageFolder", **{"DATASET.FOLDER.DIR": "my_folder"})
 
 

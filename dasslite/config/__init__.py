@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from yacs.config import CfgNode as CN
 
-__all__ = ["get_cfg_default", "CN", "check_cfg", "extend_engine_cfg", "ENGINE_KEYS", "FINAL_MODELS"]
+__all__ = ["get_cfg_default", "CN", "check_cfg", "extend_engine_cfg", "ConfigValueError", "ENGINE_KEYS",
+           "FINAL_MODELS"]
 
 FINAL_MODELS = ("last_step", "best_val")
 TEST_SPLITS = ("test", "val")
@@ -152,6 +153,10 @@ def extend_engine_cfg(cfg: CN) -> CN:
     return cfg
 
 
+class ConfigValueError(ValueError):
+    """Config values no engine can run with; the message names each key, its value and what is allowed."""
+
+
 def check_cfg(cfg: CN) -> None:
     """Reject engine settings that cannot work, naming the key, the value and what is allowed.
 
@@ -183,4 +188,4 @@ def check_cfg(cfg: CN) -> None:
     need(len(size) == 2 and all(isinstance(v, int) and v >= 1 for v in size),
          f"INPUT.SIZE={tuple(size)} must be two positive integers (height, width)")
     if problems:
-        raise ValueError("invalid config: " + "; ".join(problems))
+        raise ConfigValueError("invalid config: " + "; ".join(problems))
