@@ -356,6 +356,21 @@ def test_resume_propagates_the_models_refusal(tmp_path):
         trainer.resume_model_if_exist(str(tmp_path))
 
 
+def test_resume_from_a_folder_of_another_trainer_is_refused(tmp_path, parity_data):
+    from dassl.engine import build_trainer
+
+    from dasslite.utils.torchtools import CheckpointError
+
+    _save(tmp_path / "other" / "prompt_learner", 1, 1)
+    cfg = make_cfg(**{"DATASET.ROOT": parity_data, "DATASET.NAME": "DescribableTextures", "TRAINER.NAME": "TinyProbe",
+                      "OUTPUT_DIR": str(tmp_path / "out"), "RESUME": str(tmp_path / "other"), "INPUT.SIZE": (16, 16),
+                      "DATALOADER.NUM_WORKERS": 0, "USE_CUDA": False})
+    cfg.VERBOSE = False
+    trainer = build_trainer(cfg)
+    with pytest.raises(CheckpointError, match=r"other holds no checkpoint of this trainer's models \(probe\)"):
+        trainer.before_train()
+
+
 def test_grad_scalers_are_saved_and_restored_by_default():
     """Trainers own their grad scaler (e.g. ``self.step.scaler``); the default hook finds and restores it."""
     from types import SimpleNamespace

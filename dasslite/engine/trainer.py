@@ -162,6 +162,7 @@ class TrainerBase:
         settings) propagate with their message.
         """
         self._resume_engine = None
+        self._resumed = False
         names = self.get_model_names()
         found = {}
         for name in names:
@@ -180,6 +181,7 @@ class TrainerBase:
             raise CheckpointError(f"{directory} has checkpoints for {sorted(found)} but not for {missing}; "
                                   "it was written by another trainer, or delete it to train from scratch")
         found = self._consistent_checkpoints(directory, found)
+        self._resumed = True
         print(f'Found checkpoint at "{directory}" (will resume training)')
         start_epoch = 0
         for name in names:
@@ -374,6 +376,9 @@ class SimpleTrainer(TrainerBase):
         if self.cfg.RESUME:
             directory = self.cfg.RESUME
         self.start_epoch = self.resume_model_if_exist(directory)
+        if self.cfg.RESUME and not self._resumed:
+            raise CheckpointError(f"--resume {directory} holds no checkpoint of this trainer's models "
+                                  f"({', '.join(self.get_model_names())}): it was written by another trainer")
         writer_dir = osp.join(self.output_dir, "tensorboard")
         mkdir_if_missing(writer_dir)
         self.init_writer(writer_dir)
