@@ -86,7 +86,7 @@ class TrainerBase:
                           engine_state=engine_state)
 
     def _save_models(self, directory: str, completed_epochs: int, model_name: str = "", is_best: bool = False,
-                     val_result=None, engine_state: dict | None = None) -> None:
+                     val_result=None, engine_state: dict | None = None, verbose: bool = True) -> None:
         for name in self.get_model_names():
             model_dict = self._models[name].state_dict()
             optim_dict = self._optims[name].state_dict() if self._optims[name] is not None else None
@@ -95,7 +95,8 @@ class TrainerBase:
                      "scheduler": sched_dict, "val_result": val_result}
             if engine_state is not None:
                 state["engine"] = engine_state
-            save_checkpoint(state, osp.join(directory, name), is_best=is_best, model_name=model_name)
+            save_checkpoint(state, osp.join(directory, name), is_best=is_best, model_name=model_name,
+                            verbose=verbose)
 
     # ---- exact resume -------------------------------------------------------------------------------------
 
@@ -150,9 +151,10 @@ class TrainerBase:
                              engine_state: dict | None = None) -> None:
         """Overwrite ``<model>/model-last.pth.tar`` atomically with the full resume state, and log it."""
         engine_state = engine_state if engine_state is not None else self.engine_state(next_batch)
-        self._save_models(directory, completed_epochs, model_name=LAST_CHECKPOINT, engine_state=engine_state)
-        where = Progress(completed_epochs, next_batch)
-        print(f"Saved the last checkpoint ({where}) to {osp.join(directory, '<model>', LAST_CHECKPOINT)}")
+        self._save_models(directory, completed_epochs, model_name=LAST_CHECKPOINT, engine_state=engine_state,
+                          verbose=False)
+        paths = ", ".join(osp.join(directory, name, LAST_CHECKPOINT) for name in self.get_model_names())
+        print(f"Saved the last checkpoint ({Progress(completed_epochs, next_batch)}) to {paths}")
 
     def resume_model_if_exist(self, directory: str) -> int:
         """Load the most advanced complete checkpoint of every model in ``directory``; return the epoch to start.

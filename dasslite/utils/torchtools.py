@@ -39,12 +39,12 @@ class CheckpointError(ValueError):
 
 
 def save_checkpoint(state: dict, save_dir: str, is_best: bool = False, remove_module_from_keys: bool = True,
-                    model_name: str = "", update_pointer: bool = True) -> str:
+                    model_name: str = "", update_pointer: bool = True, verbose: bool = True) -> str:
     """Save ``state`` to ``save_dir/model.pth.tar-<epoch>`` (or ``model_name``) atomically; return the path.
 
     The ``checkpoint`` pointer names the file (as in Dassl), except for ``model-best.pth.tar``, which is not
     where training stopped, or when ``update_pointer`` is false. ``is_best`` also copies it to
-    ``model-best.pth.tar``.
+    ``model-best.pth.tar``. ``verbose``: print ``Checkpoint saved to <path>`` as Dassl does.
     """
     mkdir_if_missing(save_dir)
     if remove_module_from_keys:
@@ -55,7 +55,8 @@ def save_checkpoint(state: dict, save_dir: str, is_best: bool = False, remove_mo
         model_name = "model.pth.tar-" + str(state["epoch"])
     fpath = osp.join(save_dir, model_name)
     atomic_save(lambda f: torch.save(state, f), fpath)
-    print(f"Checkpoint saved to {fpath}")
+    if verbose:
+        print(f"Checkpoint saved to {fpath}")
     if update_pointer and model_name != BEST_CHECKPOINT:
         atomic_write_text(osp.join(save_dir, POINTER), f"{model_name}\n")
     if is_best:
