@@ -28,12 +28,13 @@ def trace() -> dict:
 
 
 @pytest.mark.parametrize("workers", [0, 2])
-def test_builtin_engine_trains_on_what_real_dassl_trained_on(tmp_path, trace, workers):
+def test_builtin_engine_trains_on_what_real_dassl_trained_on(tmp_path, trace, workers, monkeypatch):
     """The recorded run of the real Dassl 0.6.3 (tests/make_dassl_trace.py) and the same command on the built-in
     engine: same sample indices in every batch, same augmented images, same final weights and accuracy."""
     from engine_helpers import make_parity_data
     from make_dassl_trace import run_traced
 
+    monkeypatch.setenv("DEAR_ENGINE", "builtin")
     make_parity_data(str(tmp_path / "data"))
     ours = run_traced(str(tmp_path / "data"), str(tmp_path / "out"), workers)
     theirs = trace["runs"][str(workers)]
