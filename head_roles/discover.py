@@ -228,6 +228,29 @@ def sbert_encode(texts: list[str]) -> np.ndarray:
     return _sbert().encode(texts, batch_size=64, show_progress_bar=False, convert_to_numpy=True)
 
 
+def save_stage_cache(value: torch.Tensor | np.ndarray, path: str) -> None:
+    """Save a stage's tensor (a NumPy array as ``{"ndarray": tensor}``) atomically, loadable with weights_only."""
+    payload = {"ndarray": torch.from_numpy(np.ascontiguousarray(value))} if isinstance(value, np.ndarray) else value
+    tmp = f"{path}.tmp-{os.getpid()}"
+    torch.save(payload, tmp)
+    os.replace(tmp, path)
+
+
+def load_stage_cache(path: str) -> torch.Tensor | np.ndarray:
+    """Load a stage cache with ``torch.load(weights_only=True)``: no code runs from it; a refused or broken
+    file raises :class:`DiscoveryError` naming it."""
+    try:
+        value = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises UnpicklingError, RuntimeError, EOFError, ... for bad files
+        refused = "Weights only load failed" in str(e)
+        why = "it holds Python objects, not tensors (refused: nothing from it was run)" if refused else \
+            f"it is truncated or corrupt ({type(e).__name__})"
+        raise DiscoveryError(f"stage cache {path}: {why}; delete it, the stage is recomputed") from None
+    if isinstance(value, dict) and set(value) == {"ndarray"}:
+        return value["ndarray"].numpy()
+    return value
+
+
 def discover(clip_model, weights_id, image_paths: list[str], *, n_layers: int = 4, texts_per_head: int = 10,
              q_spec: float = 0.2, q_gen: float = 0.2, core: list[str] | None = None, corpus: list[str] | None = None,
              min_cluster_size: int = 5, cache_dir: str | None = None, backbone: str = "",
@@ -250,11 +273,10 @@ def discover(clip_model, weights_id, image_paths: list[str], *, n_layers: int = 
     def cached(name: str, key: str, compute):
         path = osp.join(cache_dir, f"{name}_{key}.pt") if cache_dir else None
         if path and osp.exists(path):
-            return torch.load(path, weights_only=False)
+            return load_stage_cache(path)
         value = compute()
         if path:
-            torch.save(value, path + ".tmp")
-            os.replace(path + ".tmp", path)
+            save_stage_cache(value, path)
         return value
 
     res = info["input_resolution"]

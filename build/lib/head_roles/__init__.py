@@ -13,6 +13,7 @@ from .roles import (
     HeadRoles,
     RolesFileError,
     RolesMismatch,
+    attribute_set,
     default_roles_path,
     load_roles,
     parse_roles,
@@ -20,5 +21,5 @@ from .roles import (
 
 __all__ = [
     "ABLATIONS", "ATTR_INTERACTIONS", "CONCEPTS", "ROLES", "HeadRole", "HeadRoles", "RolesFileError", "RolesMismatch",
-    "ablate", "default_roles_path", "load_roles", "parse_roles", "role_mask", "role_masks",
+    "ablate", "attribute_set", "default_roles_path", "load_roles", "parse_roles", "role_mask", "role_masks",
 ]

@@ -7,6 +7,7 @@ import os
 import os.path as osp
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Sequence
 
 ROLES = ("attribute", "other_specialized", "generalization", "mixed")
 CONCEPTS = ("location", "object", "color", "shape", "texture", "animal", "human", "text", "number", "style",
@@ -125,6 +126,29 @@ class HeadRoles:
         return HeadRoles(self.backbone, self.num_layers, self.num_heads, self.width, self.layers,
                          self.core_attributes, tuple(heads), source=f"{self.source} [{note}]", meta=self.meta)
 
+    def specialized_counts(self) -> Counter:
+        """Heads per concept among the specialized ones (attribute and other specialized)."""
+        return Counter(h.concept for h in self.heads if h.role in ("attribute", "other_specialized"))
+
+    def with_attributes(self, attributes: Sequence[str]) -> HeadRoles:
+        """The roles with ``attributes`` as the core attributes (the concepts that get tokens, in this order):
+        a specialized head of one of them becomes an attribute head, an attribute head of a concept not among
+        them becomes other specialized (so it is isolated). Generalization and mixed heads are unchanged."""
+        attributes = tuple(attributes)
+        bad = [a for a in attributes if a not in CONCEPTS or a == "none"]
+        if not attributes or bad or len(set(attributes)) != len(attributes):
+            raise RolesFileError(f"attributes {list(attributes)} must be distinct concepts from {CONCEPTS[:-1]}")
+        if attributes == self.core_attributes:
+            return self
+        heads = []
+        for h in self.heads:
+            role = h.role
+            if role in ("attribute", "other_specialized"):
+                role = "attribute" if h.concept in attributes else "other_specialized"
+            heads.append(HeadRole(h.layer, h.head, role, h.concept, h.phrases, h.extra))
+        return HeadRoles(self.backbone, self.num_layers, self.num_heads, self.width, self.layers, attributes,
+                         tuple(heads), source=f"{self.source} [attributes={','.join(attributes)}]", meta=self.meta)
+
     def to_dict(self) -> dict:
         doc = dict(self.meta)
         doc.update({
@@ -239,3 +263,24 @@ def parse_roles(doc: dict, source: str = "<dict>") -> HeadRoles:
     meta = {k: v for k, v in doc.items() if k not in known}
     return HeadRoles(backbone, num_layers, num_heads, width, tuple(sorted(layers)), tuple(core),
                      tuple(sorted(heads, key=lambda h: (h.layer, h.head))), source=source, meta=meta)
+
+
+def attribute_set(roles: HeadRoles, k: int) -> tuple[str, ...]:
+    """The ``k`` concepts that get tokens when the paper's K varies (its Table 6; it does not list them).
+
+    Rule: the concepts with the most specialized heads, keeping the roles file's core set as the backbone:
+    ``k <= len(core)`` keeps the ``k`` core attributes with the most attribute heads; ``k > len(core)`` adds
+    the non-core concepts with the most specialized heads. Ties break by the order of :data:`CONCEPTS`.
+    For ViT-B/16's Table 2: K=3 is location, object, texture; K=7 adds human and text to the five.
+    """
+    counts = roles.specialized_counts()
+    core = list(roles.core_attributes)
+    if k < 1:
+        raise ValueError(f"k={k} must be >= 1")
+    if k <= len(core):
+        keep = sorted(core, key=lambda c: (-counts[c], CONCEPTS.index(c)))[:k]
+        return tuple(c for c in core if c in keep)
+    others = sorted((c for c in counts if c not in core), key=lambda c: (-counts[c], CONCEPTS.index(c)))
+    if len(core) + len(others) < k:
+        raise ValueError(f"only {len(core) + len(others)} concepts have specialized heads; cannot pick {k}")
+    return tuple(core + others[: k - len(core)])

@@ -9,6 +9,7 @@ import torch
 from sklearn.metrics import confusion_matrix, f1_score
 
 from ..utils import Registry
+from ..utils.atomic import atomic_save
 
 EVALUATOR_REGISTRY = Registry("EVALUATOR")
 
@@ -93,7 +94,7 @@ class Classification(EvaluatorBase):
         if self.cfg.TEST.COMPUTE_CMAT:
             cmat = confusion_matrix(self._y_true, self._y_pred, normalize="true")
             save_path = osp.join(self.cfg.OUTPUT_DIR, "cmat.pt")
-            torch.save(cmat, save_path)
+            atomic_save(lambda f: torch.save(torch.as_tensor(cmat), f), save_path)
             print(f"Confusion matrix is saved to {save_path}")
         return results
 
