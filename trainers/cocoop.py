@@ -63,7 +63,7 @@ class CoCoOpModel(PromptedCLIP):
     def text_features(self, prompts=None) -> torch.Tensor:
         """Per-image class features ``[B, C, E]``, normalised, for the learner's per-image context."""
         if prompts is None:
-            raise ValueError("CoCoOp's class features depend on the image: pass self.learner(image_features)")
+            raise ValueError("CoCoOp's class features depend on the image: pass self.learner_outputs(image_features)")
         ctx = prompts["ctx"]  # [B, n_ctx, D]
         p, s = self.prompts.sequences(ctx, per="image")
         feats = self.text.run_prefixed(p, s, self.prompts.eot)  # [B*C, E]
@@ -71,7 +71,7 @@ class CoCoOpModel(PromptedCLIP):
 
     def forward(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
         f = self.frozen_image_features(image)  # [B, E]
-        text = self.text_features(self.learner(f))  # [B, C, E]
+        text = self.text_features(self.learner_outputs(f))  # [B, C, E]
         logits = self.clip.logit_scale.exp() * torch.einsum("be,bce->bc", f, text)
         return {"logits": logits, "f_image": f}
 

@@ -68,7 +68,7 @@ class CoOpModel(PromptedCLIP):
                                                     self.position, self.csc))
 
     def text_features(self, prompts=None) -> torch.Tensor:
-        prompts = prompts if prompts is not None else self.learner()
+        prompts = prompts if prompts is not None else self.learner_outputs()
         p, s = self.prompts.sequences(prompts["ctx"], per="class" if self.csc else "shared")
         return self.normalize(self.text.run_prefixed(p, s, self.prompts.eot))
 

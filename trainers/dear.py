@@ -133,20 +133,23 @@ class DeARModel(PromptedCLIP):
             raise RuntimeError("call set_classes() first")
         if self.n_text_tokens == 0:
             return self.text_frozen
+        prompts = prompts if prompts is not None else self.learner_outputs()
         feats = self.text.run_prefixed(self.text_p, self.text_s, self.text_eot, self.text_start,
-                                       list(self.learner.text_tokens), self.beta, present=False)
+                                       list(prompts["text_tokens"]), self.beta, present=False)
         return self.normalize(feats)
 
     # -- image -------------------------------------------------------------------------------------------
-    def image_features(self, image: torch.Tensor, with_frozen: bool = False) -> dict[str, torch.Tensor]:
+    def image_features(self, image: torch.Tensor, with_frozen: bool = False, prompts: dict | None = None,
+                       ) -> dict[str, torch.Tensor]:
         """``f_cls [B, E]``, ``f_attr [B, K, E]`` (normalised) and, if asked, frozen CLIP's ``f_frozen``."""
+        prompts = prompts if prompts is not None else self.learner_outputs()
         with torch.no_grad():  # layers before J carry no learnable state: run once, share with the frozen path
             prefix = self.vision.prefix(image, self.start)  # [B, N, Dv]
-        out = run_injected(self.vision.blocks[self.start:], prefix, list(self.learner.attribute_tokens),
+        out = run_injected(self.vision.blocks[self.start:], prefix, list(prompts["attribute_tokens"]),
                            insert_at=prefix.shape[1], beta=self.beta, masks=self.masks, keep_first=True,
                            with_stock=with_frozen)
         f_cls = self.vision.project(out.x[:, 0])
-        f_attr = self.vision.visual.ln_post(out.tokens) @ self.learner.attribute_proj.to(out.x.dtype)
+        f_attr = self.vision.visual.ln_post(out.tokens) @ prompts["attribute_proj"].to(out.x.dtype)
         feats = {"f_cls": self.normalize(f_cls), "f_attr": self.normalize(f_attr)}
         if with_frozen:
             with torch.no_grad():
@@ -155,11 +158,12 @@ class DeARModel(PromptedCLIP):
 
     # -- outputs -----------------------------------------------------------------------------------------
     def forward(self, image: torch.Tensor, with_frozen: bool = False) -> dict[str, torch.Tensor]:
-        feats = self.image_features(image, with_frozen)
-        text = self.class_text()
+        prompts = self.learner_outputs()
+        feats = self.image_features(image, with_frozen, prompts)
+        text = self.class_text(prompts)
         logits_cls = self.logits(feats["f_cls"], text)  # [B, C]
         logits_attr = self.logits(feats["f_attr"], text)  # [B, K, C]
-        alpha = self.learner.alpha
+        alpha = prompts["alpha"]
         fused = alpha[0] * logits_cls + torch.einsum("k,bkc->bc", alpha[1:], logits_attr)
         return dict(feats, logits=fused, logits_cls=logits_cls, logits_attr=logits_attr, alpha=alpha, text=text)
 

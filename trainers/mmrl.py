@@ -127,7 +127,7 @@ class MMRLModel(PromptedCLIP):
         self.text_frozen = encode_class_prompts(self.clip, prompts)
 
     def text_features(self, prompts=None) -> torch.Tensor:
-        prompts = prompts if prompts is not None else self.learner()
+        prompts = prompts if prompts is not None else self.learner_outputs()
         tokens = self._per_block(prompts["text"], len(self.text.blocks))
         feats = self.text.run_prefixed(self.text_p, self.text_s, self.text_eot, self.start, tokens, self.beta,
                                        present=False)
@@ -151,7 +151,7 @@ class MMRLModel(PromptedCLIP):
         return feats
 
     def forward(self, image: torch.Tensor, with_frozen: bool = False) -> dict[str, torch.Tensor]:
-        prompts = self.learner()
+        prompts = self.learner_outputs()
         feats = self.image_features(image, prompts, with_frozen)
         text = self.class_text(prompts)
         logits = LOGIT_SCALE * feats["f_image"] @ text.t()
