@@ -224,15 +224,28 @@ def test_fewshot_and_cross_dataset_scripts(setup, tmp_path):
     assert (tmp_path / "output/fewshot/dtd/shots_2/DeAR/dear/seed1/log.txt").read_text().count("* accuracy") == 1
 
 
-def test_predict_cli_prints_topk_and_fusion_weights(setup, tmp_path):
-    build(setup, tmp_path, **{"OPTIM.MAX_EPOCH": 1}).train()
+def test_predict_cli_from_the_run_folder_alone(setup, tmp_path):
+    """The run's config.yaml gives the CLIP file, the roles file and INPUT.SIZE: none is repeated."""
+    env = dict(os.environ, CLIP_OFFLINE="1")
+    train = subprocess.run(
+        [sys.executable, "train.py", "--root", str(setup["root"] / "data"), "--trainer", "DeAR", "--config-file",
+         "configs/dear.yaml", "--dataset-config-file", "configs/datasets/dtd.yaml", "--output-dir", str(tmp_path),
+         "--seed", "1", "MODEL.BACKBONE.PATH", setup["clip"], "TRAINER.DEAR.ROLES_FILE", setup["roles"],
+         "INPUT.SIZE", "(32, 32)", "OPTIM.MAX_EPOCH", "1", "DATALOADER.NUM_WORKERS", "0", "DATASET.NUM_SHOTS", "2"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
+    assert train.returncode == 0, train.stderr[-2000:]
     img_dir = setup["root"] / "data" / "dtd" / "images" / "class_a"
-    out = subprocess.run(
-        [sys.executable, "-m", "trainers.predict", "--model-dir", str(tmp_path), "--load-epoch", "1",
-         "--classnames", "class a,class b,class c", "--image", str(img_dir), "--topk", "2",
-         "MODEL.BACKBONE.PATH", setup["clip"], "TRAINER.DEAR.ROLES_FILE", setup["roles"], "INPUT.SIZE", "(32, 32)"],
-        cwd=ROOT, capture_output=True, text=True, timeout=300, env=dict(os.environ, CLIP_OFFLINE="1"))
+
+    def predict(*extra):
+        return subprocess.run([sys.executable, "-m", "trainers.predict", "--model-dir", str(tmp_path), *extra,
+                               "--classnames", "class a,class b,class c", "--image", str(img_dir), "--topk", "2"],
+                              cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
+
+    out = predict("--load-epoch", "1")
     assert out.returncode == 0, out.stderr[-2000:]
     assert "fusion weights: cls=0.7" in out.stdout
     assert out.stdout.count("per path: cls (alpha") == 6  # 6 images of class_a (3 train, 1 val, 2 test)
     assert re.search(r"color \(alpha 0\.0\d+\) -> class [abc]", out.stdout)
+    missing = predict("--load-epoch", "7")  # checked before CLIP is loaded, in one line
+    assert missing.returncode == 2 and "no checkpoint for epoch 7 (saved epochs: 1)" in missing.stderr
+    assert "Traceback" not in missing.stderr

@@ -209,3 +209,11 @@ def test_resnet_backbone_runs_coop_and_cocoop(tmp_path):
         torch.nn.functional.cross_entropy(out["logits"], torch.tensor([0, 2])).backward()
         assert out["logits"].shape == (2, 3)
         assert all(p.grad is not None for p in model.learner.parameters())
+
+
+def test_input_size_that_does_not_fit_the_clip_is_a_config_error(setup, tmp_path):
+    from clipkit.config import ConfigError
+
+    match = r"INPUT.SIZE \(224, 224\) does not match .* \(32 px\): set INPUT.SIZE \(32, 32\)"
+    with pytest.raises(ConfigError, match=match):
+        build(setup, tmp_path, "CoOp", **{"INPUT.SIZE": (224, 224)})

@@ -105,6 +105,18 @@ class PromptSRC(PromptTrainer):
                 "scl_image": (s.IMAGE_LOSS_WEIGHT, F.l1_loss(out["f_image"], out["f_frozen"])),
                 "scl_logits": (1.0, kl)}
 
+    def extra_checkpoint_state(self) -> dict:
+        """The running aggregate joins the exact-resume checkpoint (built-in engine), so a resumed run deploys
+        the same prompts as an uninterrupted one."""
+        state = super().extra_checkpoint_state() if hasattr(super(), "extra_checkpoint_state") else {}
+        state["gpa_sum"] = self.gpa_sum
+        return state
+
+    def load_extra_checkpoint_state(self, state: dict) -> None:
+        if hasattr(super(), "load_extra_checkpoint_state"):
+            super().load_extra_checkpoint_state(state)
+        self.gpa_sum = (state or {}).get("gpa_sum")
+
     def end_of_epoch(self) -> None:
         """Add this epoch's learner to the Gaussian-weighted sum; after the last epoch, deploy the sum."""
         w = self.gpa_weights[self.epoch]
