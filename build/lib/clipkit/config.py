@@ -294,6 +294,16 @@ def merge_list(cfg: CfgNode, opts: list[str] | None) -> None:
             raise ConfigError(_explain(cfg, e, "command line")) from None
 
 
+def default_config() -> CN:
+    """Dassl's defaults (the real Dassl's or the built-in engine's) with the engine's, this project's and every
+    registered trainer's keys: the base every config here is merged onto."""
+    from dassl.config import get_cfg_default
+
+    from dasslite.config import extend_engine_cfg  # the built-in engine's keys, also on the real Dassl
+
+    return extend_cfg(extend_engine_cfg(get_cfg_default()))
+
+
 def load_config(config_file: str = "", dataset_config_file: str = "", opts: Sequence[str] = (),
                 overrides: dict[str, Any] | None = None, base: CN | None = None, freeze: bool = True) -> CN:
     """The merged config: defaults (+ project and trainer keys) -> data-set YAML -> trainer YAML ->
@@ -302,11 +312,7 @@ def load_config(config_file: str = "", dataset_config_file: str = "", opts: Sequ
     ``base`` replaces the defaults (e.g. a run folder's saved config).
     """
     if base is None:
-        from dassl.config import get_cfg_default
-
-        from dasslite.config import extend_engine_cfg  # the built-in engine's keys, also on the real Dassl
-
-        cfg = extend_cfg(extend_engine_cfg(get_cfg_default()))
+        cfg = default_config()
     else:
         cfg = base.clone()
         cfg.defrost()

@@ -51,7 +51,7 @@ class DeepPromptCLIP(PromptedCLIP):
                                                     self.prompt_prefix))
 
     def text_features(self, prompts=None) -> torch.Tensor:
-        prompts = prompts if prompts is not None else self.learner()
+        prompts = prompts if prompts is not None else self.learner_outputs()
         layers = list(prompts["text"])
         p, s = self.prompts.sequences(layers[0])
         tokens = [None] + layers[1:] + [None] * (len(self.text.blocks) - len(layers))
@@ -78,7 +78,7 @@ class DeepPromptCLIP(PromptedCLIP):
         return f, frozen
 
     def forward(self, image: torch.Tensor, with_frozen: bool = False) -> dict[str, torch.Tensor]:
-        prompts = self.learner()
+        prompts = self.learner_outputs()
         f, frozen = self.image_features(image, prompts, with_frozen)
         text = self.class_text(prompts)
         out = {"logits": self.logits(f, text), "f_image": f, "text": text}

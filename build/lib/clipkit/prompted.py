@@ -140,6 +140,17 @@ class PromptedCLIP(nn.Module):
         this step when the caller already has it (one learner call per step), else the model calls it."""
         raise NotImplementedError
 
+    def learner_outputs(self, *args) -> dict[str, torch.Tensor]:
+        """The learner's forward (its tokens and weights for this step). Models call this, once per step, rather
+        than reading parameters, so a wrapper installed with :meth:`wrap_learner` (e.g. DDP) sees every use."""
+        call = self.__dict__.get("_learner_call") or self.learner
+        return call(*args)
+
+    def wrap_learner(self, wrapper: nn.Module | None) -> None:
+        """Call the learner through ``wrapper`` (e.g. ``DistributedDataParallel(learner)``); ``None`` undoes it.
+        The wrapper is not a submodule: checkpoints and ``state_dict`` keep the learner's own names."""
+        self.__dict__["_learner_call"] = wrapper
+
     def class_text(self, prompts: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
         """:meth:`text_features`, cached while evaluating (no grad, eval mode) until the classes or the
         learner's parameters change."""

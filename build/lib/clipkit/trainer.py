@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import logging
 import os.path as osp
-import warnings
 from typing import Any, ClassVar, Sequence
 
 import torch
@@ -91,6 +90,7 @@ class PromptTrainer(TrainerX):
         register the learner with its optimizer and scheduler. Overrides rarely need to change this."""
         cfg = self.cfg
         clip_model = load_clip(cfg.MODEL.BACKBONE.NAME, cfg.MODEL.BACKBONE.PATH, self.device)
+        check_input_size(cfg, clip_model)
         self.model = self.make_model(cfg, clip_model, self.settings, self.dm.dataset.classnames).to(self.device)
         self.learner = self.model.learner
         check_trainable(self.model)
@@ -184,6 +184,16 @@ class PromptTrainer(TrainerX):
             super().save_model(*args, **kwargs)
 
 
+def check_input_size(cfg, clip_model) -> None:
+    """A ViT's positional embedding fixes its input size: a mismatch is a config error, not a shape error."""
+    visual = clip_model.visual
+    res = getattr(visual, "input_resolution", None)
+    if hasattr(visual, "transformer") and res is not None and tuple(cfg.INPUT.SIZE) != (res, res):
+        raise ConfigError(f"INPUT.SIZE {tuple(cfg.INPUT.SIZE)} does not match the input resolution of the CLIP "
+                          f"{cfg.MODEL.BACKBONE.PATH or cfg.MODEL.BACKBONE.NAME} ({res} px): set INPUT.SIZE "
+                          f"({res}, {res})")
+
+
 def check_trainable(model: PromptedCLIP) -> None:
     """Raise unless exactly the learner's parameters require grad (frozen CLIP never trains)."""
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
@@ -194,15 +204,11 @@ def check_trainable(model: PromptedCLIP) -> None:
 
 def load_learner(learner, path: str) -> Any:
     """Load a checkpoint file into ``learner`` (identity checked); return the epoch it was saved at."""
+    from dasslite.utils.torchtools import load_checkpoint  # weights_only; names a truncated or crafted file
+
     if not osp.exists(path):
         raise FileNotFoundError(f'Model not found at "{path}" (check --model-dir and --load-epoch)')
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", FutureWarning)
-            checkpoint = torch.load(path, map_location="cpu", weights_only=True)  # tensors and plain data only
-    except Exception as e:  # truncated file, or one holding code
-        raise RuntimeError(f"{path} cannot be read as a checkpoint of plain tensors ({type(e).__name__}); "
-                           "if it is truncated or not ours, delete it and train again") from None
+    checkpoint = load_checkpoint(path)
     learner.check_identity(checkpoint["state_dict"], where=path)
     learner.load_state_dict(checkpoint["state_dict"])
     return checkpoint.get("epoch")

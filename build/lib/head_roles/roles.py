@@ -5,6 +5,7 @@ import hashlib
 import json
 import os
 import os.path as osp
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Sequence
@@ -174,15 +175,28 @@ def default_roles_path(backbone: str) -> str:
     return osp.join(HERE, f"{stem}.json")
 
 
+BACKBONE_NAME = re.compile(r"(ViT-[A-Za-z]+/\d+(@\d+px)?|RN\d+(x\d+)?)")  # OpenAI's names: ViT-B/16, RN50x4, ...
+
+
+def _looks_like_path(name: str) -> bool:
+    """A roles-file path rather than a backbone name (``ViT-B/16`` has a slash but is a name)."""
+    return name.endswith(".json") or (("/" in name or os.sep in name) and not BACKBONE_NAME.fullmatch(name))
+
+
 def load_roles(path_or_backbone: str) -> HeadRoles:
     """Load and validate a roles file given its path or a backbone name such as ``ViT-B/16``."""
     path = path_or_backbone
     if not osp.isfile(path):
+        if _looks_like_path(path):
+            raise FileNotFoundError(f"Head-roles file {path} does not exist. Pass the path of a roles JSON file "
+                                    "(TRAINER.<NAME>.ROLES_FILE), or create one with `python -m head_roles.discover`.")
         path = default_roles_path(path_or_backbone)
         if not osp.isfile(path):
+            shipped = sorted(f for f in os.listdir(HERE) if f.endswith(".json"))
             raise FileNotFoundError(
-                f"No head-roles file for {path_or_backbone!r} (looked for {path_or_backbone} and {path}). "
-                "Pass the path of a roles JSON file, or create one with `python -m head_roles.discover`."
+                f"No head-roles file ships for backbone {path_or_backbone!r} (it would be {path}; shipped: "
+                f"{', '.join(shipped)}). Pass the path of a roles JSON file (TRAINER.<NAME>.ROLES_FILE), or "
+                "create one with `python -m head_roles.discover`."
             )
     try:
         with open(path, encoding="utf-8") as f:
@@ -234,9 +248,9 @@ def parse_roles(doc: dict, source: str = "<dict>") -> HeadRoles:
                 raise RolesFileError(f"{where} lacks {key!r}")
         layer, head, role, concept = e["layer"], e["head"], e["role"], e["concept"]
         where = f"{source}: heads[{i}] (layer {layer}, head {head})"
-        if not isinstance(layer, int) or layer not in layers:
+        if isinstance(layer, bool) or not isinstance(layer, int) or layer not in layers:
             raise RolesFileError(f"{where}: layer must be one of 'layers' {layers} (layers count from 1)")
-        if not isinstance(head, int) or not 0 <= head < num_heads:
+        if isinstance(head, bool) or not isinstance(head, int) or not 0 <= head < num_heads:
             raise RolesFileError(f"{where}: head must be in 0..{num_heads - 1} (heads count from 0)")
         if (layer, head) in seen:
             raise RolesFileError(f"{where}: duplicate of heads[{seen[(layer, head)]}]; keep one role per head")
