@@ -69,17 +69,13 @@ class DescribableTextures(DatasetBase):
 '''
 
 
-def test_dear_drops_into_a_coop_checkout(tmp_path):
+def test_dear_drops_into_a_coop_checkout(tmp_path, built_wheel):
     from golden import _setup
 
     s = _setup(str(tmp_path / "assets"))
-    wheels = tmp_path / "wheels"
-    built = subprocess.run([sys.executable, "-m", "pip", "wheel", ROOT, "--no-deps", "--no-build-isolation", "-q",
-                            "-w", str(wheels)], capture_output=True, text=True, timeout=600)
-    assert built.returncode == 0, built.stderr[-2000:]
     site = tmp_path / "site"
     inst = subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(site),
-                           str(next(wheels.glob("*.whl")))], capture_output=True, text=True, timeout=600)
+                           str(built_wheel)], capture_output=True, text=True, timeout=600)
     assert inst.returncode == 0, inst.stderr[-2000:]
     checkout = tmp_path / "CoOp"
     for rel, text in {"train.py": CHECKOUT_TRAIN, "trainers/__init__.py": "", "trainers/coop.py": CHECKOUT_COOP,

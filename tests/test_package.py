@@ -3,15 +3,9 @@ import subprocess
 import sys
 import zipfile
 
-from conftest import ROOT
 
-
-def test_wheel_installs_and_imports_from_another_folder(tmp_path):
-    wheels = tmp_path / "wheels"
-    build = subprocess.run([sys.executable, "-m", "pip", "wheel", ROOT, "--no-deps", "--no-build-isolation", "-q",
-                            "-w", str(wheels)], capture_output=True, text=True, timeout=600)
-    assert build.returncode == 0, build.stderr[-2000:]
-    wheel = next(wheels.glob("dear_prompt_learning-*.whl"))
+def test_wheel_installs_and_imports_from_another_folder(tmp_path, built_wheel):
+    wheel = built_wheel
     names = zipfile.ZipFile(wheel).namelist()
     assert "head_roles/vit_b16.json" in names and "clipkit/surgery.py" in names and "dasslite/__init__.py" in names
     assert not any(n.startswith(("trainers/", "tests/", "datasets/")) for n in names)  # no name clashes with a
