@@ -174,8 +174,9 @@ def shared_first_block(block: nn.Module, x: torch.Tensor, tokens: torch.Tensor,
     e = (cross - top).exp()  # [B, H, N, K]; 0 where the mask blocks
     rows_x = (stock.float() * w_stock + e @ vt.float()) / (w_stock + e.sum(dim=-1, keepdim=True))
     # rows of the tokens: ordinary attention over every key
-    rows_t = F.scaled_dot_product_attention(qt, torch.cat([kx, kt], dim=2), torch.cat([vx, vt], dim=2),
-                                            attn_mask=None if mask is None else mask[..., n:, :])
+    keys, values = torch.cat([kx.to(kt.dtype), kt], dim=2), torch.cat([vx.to(vt.dtype), vt], dim=2)
+    rows_t = F.scaled_dot_product_attention(qt, keys, values,
+                                            attn_mask=None if mask is None else mask[..., n:, :].to(qt.dtype))
     out = torch.cat([rows_x.to(rows_t.dtype), rows_t], dim=2).transpose(1, 2).reshape(b, n + k, d)
     y = torch.cat([x, tokens], dim=1) + F.linear(out, attn.out_proj.weight, attn.out_proj.bias)
     y = y + mlp(block, block.ln_2(y))
@@ -300,8 +301,8 @@ def prefixed_block(block: nn.Module, p: torch.Tensor, s: torch.Tensor, rows: tor
     qs, ks, vs = _heads(attn, block.ln_1(s))  # [N, H, S, d]
     keys = torch.cat([kp.repeat_interleave(c, dim=0), ks], dim=2)  # [N, H, P + S, d]
     values = torch.cat([vp.repeat_interleave(c, dim=0), vs], dim=2)
-    mask = torch.zeros(n_s, n_p + n_s, dtype=s.dtype, device=s.device)
-    mask[:, n_p:] = causal_mask(n_s, s.device, s.dtype)
+    mask = torch.zeros(n_s, n_p + n_s, dtype=qs.dtype, device=s.device)  # the query's dtype (autocast)
+    mask[:, n_p:] = causal_mask(n_s, s.device, qs.dtype)
     if rows is not None:
         idx = torch.arange(n, device=s.device)
         qs = qs[idx, :, rows].unsqueeze(2)  # [N, H, 1, d]

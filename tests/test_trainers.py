@@ -217,3 +217,20 @@ def test_input_size_that_does_not_fit_the_clip_is_a_config_error(setup, tmp_path
     match = r"INPUT.SIZE \(224, 224\) does not match .* \(32 px\): set INPUT.SIZE \(32, 32\)"
     with pytest.raises(ConfigError, match=match):
         build(setup, tmp_path, "CoOp", **{"INPUT.SIZE": (224, 224)})
+
+
+@pytest.mark.parametrize("trainer", TRAINED)
+def test_a_bf16_autocast_step_runs(setup, tmp_path, trainer):
+    """Mixed precision reaches every attention path (masks and keys cast to the query's dtype): one bf16 step."""
+    node = {"CoOp": "COOP", "CoCoOp": "COCOOP", "IVLP": "IVLP", "MaPLe": "MAPLE", "PromptSRC": "PROMPTSRC",
+            "MMRL": "MMRL", "MMRLpp": "MMRLpp", "DeAR": "DEAR"}[trainer]
+    tr = build(setup, tmp_path, trainer, **{f"TRAINER.{node}.PREC": "bf16"})
+    assert tr.step.precision == "bf16"
+    tr.set_model_mode("train")
+    tr.num_batches, tr.batch_idx = 10, 0
+    batch = {"img": torch.randn(2, 3, 32, 32), "label": torch.tensor([0, 1])}
+    summary = tr.forward_backward(batch)
+    assert torch.isfinite(torch.tensor(summary["loss"]))
+    tr.set_model_mode("eval")
+    with torch.no_grad():
+        assert tr.model_inference(batch["img"]).dtype == torch.float32
