@@ -70,7 +70,11 @@ class Learner(nn.Module):
         if "identity" not in state_dict:
             raise LearnerMismatch(f"{where} has no learner identity: it was not written by this project's "
                                   f"{ours.get('trainer', '')} trainer (or by an older version of it)")
-        theirs = _decode(state_dict["identity"])
+        try:
+            theirs = _decode(state_dict["identity"])
+        except (ValueError, TypeError, AttributeError):
+            raise LearnerMismatch(f"{where} has an unreadable learner identity: it is corrupt or not a checkpoint "
+                                  "of this project; delete it and train again") from None
         diffs = [f"{k}: {theirs.get(k, '<absent>')!r} in the checkpoint, {ours.get(k, '<absent>')!r} here"
                  for k in sorted(set(ours) | set(theirs)) if ours.get(k) != theirs.get(k)]
         if diffs:
