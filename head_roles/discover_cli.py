@@ -164,6 +164,10 @@ def run(args: argparse.Namespace) -> None:
     hn = np.array([h.extra["normalised_entropy"] for h in roles.heads])
     q = np.quantile(hn, [0.0, 0.2, 0.5, 0.8, 1.0])
     print("normalised entropy over heads: min {:.3f}, 20% {:.3f}, median {:.3f}, 80% {:.3f}, max {:.3f}".format(*q))
+    tied = roles.meta["provenance"]["heads_tied_across_roles"]
+    if tied:  # only the quantile rule can separate equal entropies
+        print(f"note: {tied} heads share their exact entropy with a head of another role; the quantile rule ordered "
+              "them by (layer, head) (the threshold rule gives equal entropies one role)")
     if args.compare:
         print(compare(roles, load_roles(args.compare)))
 
