@@ -261,7 +261,6 @@ def test_tensor_images_and_other_rules_on_the_cache(discovered, tiny_clip):
     q = discover(tiny_clip, paths, cache_dir=str(cache), rule=QuantileRule.top(0.4), **KW)
     c = q.role_counts()
     assert (c["attribute"] + c["other_specialized"], c["generalization"], c["mixed"]) == (6, 6, 4)
-    assert discover(tiny_clip, paths, cache_dir=str(cache), rule=rule, **KW).to_dict() == t.to_dict()
 
 
 def test_discovered_roles_train_with_dear(discovered, tmp_path, tiny_clip_file):
