@@ -102,11 +102,16 @@ class PromptTrainer(TrainerX):
         self.model.set_classes(self.dm.dataset.classnames, self.template)
         self.optim = self.sched = None
         if n_params:
-            self.optim = build_optimizer(self.learner, cfg.OPTIM)
+            self.optim = build_optimizer(self.learner, cfg.OPTIM, param_groups=self.param_groups())
             self.sched = build_lr_scheduler(self.optim, cfg.OPTIM)
             self.register_model(LEARNER_NAME, self.learner, self.optim, self.sched)
         self.step = PrecisionStep(self.settings.PREC, self.device)
         print(f"Precision: {self.step.precision} (requested {self.settings.PREC})")
+
+    def param_groups(self) -> list[dict] | None:
+        """Optimizer parameter groups of the learner (e.g. another learning rate for some parameters), or
+        ``None`` for one group with ``OPTIM.LR`` (Dassl's default)."""
+        return None
 
     # -- training ----------------------------------------------------------------------------------------
     def parse_batch_train(self, batch) -> tuple[torch.Tensor, torch.Tensor]:

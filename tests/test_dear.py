@@ -249,3 +249,11 @@ def test_predict_cli_from_the_run_folder_alone(setup, tmp_path):
     missing = predict("--load-epoch", "7")  # checked before CLIP is loaded, in one line
     assert missing.returncode == 2 and "no checkpoint for epoch 7 (saved epochs: 1)" in missing.stderr
     assert "Traceback" not in missing.stderr
+
+
+def test_fusion_lr_multiplier_gives_the_fusion_weights_their_own_rate(setup, tmp_path):
+    tr = build(setup, tmp_path, **{"TRAINER.DEAR.FUSION_LR_MULT": 10.0, "OPTIM.LR": 0.01})
+    groups = tr.optim.param_groups
+    assert len(groups) == 2 and groups[1]["params"] == [tr.model.learner.fusion_weights]
+    assert groups[0]["lr"] == pytest.approx(0.01) and groups[1]["lr"] == pytest.approx(0.1)
+    assert len(build(setup, tmp_path / "one").optim.param_groups) == 1  # default: the paper's single rate

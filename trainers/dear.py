@@ -57,6 +57,9 @@ class DeARSettings(Settings):
     LAMBDA_REG: float = key(1.0, "weight of L_reg (cosine distance to frozen CLIP features)",
                             check=lambda v: v >= 0, rule=">= 0")
     LAMBDA_FUSION: float = key(0.7, "weight of L_fusion = -log(alpha_cls)", check=lambda v: v >= 0, rule=">= 0")
+    FUSION_LR_MULT: float = key(1.0, "learning rate of the fusion weights, as a multiple of OPTIM.LR (1: the paper's "
+                                     "single rate; the warm-up's constant rate applies to every group)",
+                                check=lambda v: v > 0, rule="> 0")
     INFERENCE: str = key("fusion", "fusion | decoupled (fusion on base, [CLS] on new) | cls", choices=INFERENCE_MODES)
     PREC: str = prec_key("amp")
 
@@ -206,6 +209,14 @@ class DeAR(PromptTrainer):
         print(f"Head roles: {roles.source} (digest {roles.digest[:12]}, mask={s.MASK}, "
               f"attributes {', '.join(roles.core_attributes)})")
         return DeARModel(clip_model, roles, s)
+
+    def param_groups(self) -> list[dict] | None:
+        mult = self.settings.FUSION_LR_MULT
+        if mult == 1.0:
+            return None  # one group, as in the paper
+        fusion = self.learner.fusion_weights
+        others = [p for p in self.learner.parameters() if p is not fusion]
+        return [{"params": others}, {"params": [fusion], "lr": self.cfg.OPTIM.LR * mult}]
 
     def train_outputs(self, image, label):
         return self.model(image, with_frozen=self.settings.LAMBDA_REG > 0)
