@@ -1,27 +1,72 @@
-"""The benchmark's naive step computes what DeAR's step computes, so their timings compare like with like."""
-import argparse
-
+"""The benchmarks time what training computes: each trainer's benchmark step is its ``forward_backward``, and
+DeAR's naive steps compute DeAR's losses and gradients, so their timings compare like with like."""
+import pytest
 import torch
+from golden import TINY_OPTS, _setup, tiny_opts
 
-from benchmarks.train_step import build, losses, naive_outputs
+from benchmarks.common import bench_config, class_names, make_trainer, train_step
+from benchmarks.train_step import naive_outputs
+
+TRAINED = [t for t in TINY_OPTS if t != "ZeroshotCLIP"]
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    return _setup(str(tmp_path_factory.mktemp("bench")))
+
+
+@pytest.mark.parametrize("trainer", TRAINED)
+def test_benchmark_step_is_the_trainers_forward_backward(setup, tmp_path, trainer):
+    """A trainer built by ``make_trainer`` (no data set) from the same config takes the same step as one built
+    by Dassl's ``build_trainer``: same loss, and the same learner after the optimizer step."""
+    from dassl.engine import build_trainer
+
+    import datasets  # noqa: F401  (registers the data sets)
+    from clipkit.loader import load_clip
+
+    overrides = {"DATASET.ROOT": setup["root"], "DATASET.NAME": "DescribableTextures", "SEED": 1,
+                 "OUTPUT_DIR": str(tmp_path), "MODEL.BACKBONE.PATH": setup["clip"], "INPUT.SIZE": (32, 32),
+                 "DATALOADER.NUM_WORKERS": 0, "DATASET.SUBSAMPLE_CLASSES": "base", "VERBOSE": False,
+                 **tiny_opts(trainer, setup)}
+    cfg = bench_config(trainer, overrides)  # the official config (configs/<name>.yaml), PREC fp32
+    torch.manual_seed(0)
+    real = build_trainer(cfg)
+    bench = make_trainer(cfg, load_clip("ViT-B/16", setup["clip"]), real.dm.dataset.classnames)
+    assert bench.template == real.template and bench.model.classnames == real.model.classnames
+    bench.learner.load_state_dict(real.learner.state_dict())
+    g = torch.Generator().manual_seed(3)
+    batch = {"img": torch.randn(3, 3, 32, 32, generator=g), "label": torch.tensor([0, 2, 1])}
+
+    real.set_model_mode("train")
+    real.batch_idx, real.num_batches = 0, 10
+    summary = real.forward_backward(batch)
+    loss = train_step(bench, batch["img"], batch["label"])
+    assert loss.item() == pytest.approx(summary["loss"], rel=1e-6, abs=1e-6)
+    after = dict(real.learner.named_parameters())
+    for name, p in bench.learner.named_parameters():
+        assert torch.allclose(p, after[name], atol=1e-6, rtol=1e-5), name
 
 
 def test_naive_steps_compute_the_same_losses_and_gradients():
-    args = argparse.Namespace(resolution=32, classes=4)
-    model = build(args, torch.device("cpu"))
+    from clipkit.tiny import VIT_B16_SHAPE, build_clip
+
+    tr = make_trainer(bench_config("DeAR"), build_clip(image_resolution=32, **VIT_B16_SHAPE), class_names(4))
+    model = tr.model
     model.train()
     torch.manual_seed(0)
     image = torch.randn(2, 3, 32, 32)
     label = torch.tensor([1, 3])
     frozen_text = model.text_frozen.clone()
     results = []
-    for compute in (lambda: model(image, with_frozen=True), lambda: naive_outputs(model, image, True),
+    for compute in (lambda: tr.train_outputs(image, label), lambda: naive_outputs(model, image, True),
                     lambda: naive_outputs(model, image, False)):
         model.text_frozen = frozen_text
         out = compute()
-        loss = losses(model, out, label)
+        terms = tr.loss_terms(out, label)
+        loss = sum(w * t for w, t in terms.values())
         grads = torch.autograd.grad(loss, list(model.learner.parameters()))
         results.append((loss.detach(), out["logits"].detach(), grads))
+    model.text_frozen = frozen_text
     ref_loss, ref_logits, ref_grads = results[0]
     for loss, logits, grads in results[1:]:
         assert torch.allclose(loss, ref_loss, atol=1e-5)
