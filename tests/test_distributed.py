@@ -237,8 +237,9 @@ def test_small_training_set_that_cannot_split_is_refused():
 
     with pytest.raises(ValueError, match=r"5 images, fewer than the global batch DATALOADER.TRAIN_X.BATCH_SIZE=8.*"
                                          r"single process"):
-        GlobalBatchShard(RandomSampler(range(5)), 8, 2, 0)
-    assert len(GlobalBatchShard(RandomSampler(range(6)), 8, 2, 1)) == 3
+        list(GlobalBatchShard(RandomSampler(range(5)), 8, 2, 0))  # refused when training starts
+    shard = GlobalBatchShard(RandomSampler(range(6)), 8, 2, 1)
+    assert len(shard) == 3 and len(list(shard)) == 3
 
 
 def test_eval_shards_cover_every_image_once():

@@ -82,10 +82,9 @@ def build_data_loader(cfg, sampler_type: str = "SequentialSampler", data_source=
     world = distributed.get_world_size()
     if world > 1:  # torchrun: batch_size is the global batch (training); each rank evaluates its own images
         rank = distributed.get_rank()
-        if is_train:
-            distributed.check_global_batch(batch_size, world)
+        if is_train:  # GlobalBatchShard refuses a batch that does not split when training starts
             sampler = GlobalBatchShard(sampler, batch_size, world, rank)
-            batch_size, drop_last = batch_size // world, False  # the shard holds whole local batches only
+            batch_size, drop_last = max(batch_size // world, 1), False  # the shard holds whole local batches
         else:
             sampler = EvalShard(data_source, world, rank)
     wrapper = dataset_wrapper or DatasetWrapper

@@ -97,16 +97,6 @@ class GlobalBatchShard(Sampler[int]):
     """
 
     def __init__(self, base: Sampler[int], global_batch: int, world_size: int, rank: int) -> None:
-        n = len(base)
-        if n < global_batch and n % world_size:
-            from ..config import ConfigValueError
-
-            raise ConfigValueError(
-                f"the training set has {n} images, fewer than the global batch DATALOADER.TRAIN_X.BATCH_SIZE="
-                f"{global_batch}: one process trains on one batch of all {n}, which {world_size} processes "
-                f"cannot split evenly; run this one in a single process (plain python, or torchrun "
-                f"--nproc_per_node 1)"
-            )
         self.base = base
         self.global_batch, self.world_size, self.rank = global_batch, world_size, rank
         self.epoch_seed: int | None = None
@@ -120,9 +110,25 @@ class GlobalBatchShard(Sampler[int]):
     def resume_at(self, seed: int | None, start: int) -> None:
         self._resume = (seed, int(start))
 
+    def check(self) -> None:
+        """Refuse what cannot split evenly (checked when training starts: an evaluation-only run never iterates)."""
+        from ..config import ConfigValueError
+        from ..distributed import check_global_batch
+
+        check_global_batch(self.global_batch, self.world_size)
+        n = len(self.base)
+        if n < self.global_batch and n % self.world_size:
+            raise ConfigValueError(
+                f"the training set has {n} images, fewer than the global batch DATALOADER.TRAIN_X.BATCH_SIZE="
+                f"{self.global_batch}: one process trains on one batch of all {n}, which {self.world_size} "
+                "processes cannot split evenly; run this one in a single process (plain python, or torchrun "
+                "--nproc_per_node 1)"
+            )
+
     def __iter__(self) -> Iterator[int]:
         from ..distributed import broadcast
 
+        self.check()
         start = 0
         if self._resume is not None:
             seed, start = self._resume
