@@ -209,6 +209,19 @@ def test_torchrun_resume_is_exact(setup, tmp_path):
     assert not torch.equal(last["ranks"][0]["rng"]["torch"], last["ranks"][1]["rng"]["torch"])  # own streams
 
 
+def test_a_plain_dassl_trainer_runs_under_torchrun(tmp_path):
+    """The engine's default ``distribute_models`` wraps ``self.model`` of a trainer that is not a PromptTrainer
+    (the engine tests' linear probe, with dropout and random augmentation): it trains and tests on 2 processes."""
+    from engine_helpers import make_parity_data, tiny_args
+
+    data, out = make_parity_data(str(tmp_path / "data")), str(tmp_path / "run")
+    proc = launch([*TORCHRUN, RUN_TRAIN, *tiny_args(osp.dirname(data), out, epochs=2)])
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    log = open(osp.join(out, "log.txt")).read()
+    assert "global batch 4 = 2 x 2" in log and "Deploy the model with the best val performance" in log
+    assert runs.run_result(out) is not None
+
+
 def test_batch_not_divisible_by_the_processes_is_refused_before_anything_is_written(setup, tmp_path):
     out = tmp_path / "run"
     proc = launch([*TORCHRUN, "train.py", *_cli_args(setup, str(out), "DATALOADER.TRAIN_X.BATCH_SIZE", "5")])

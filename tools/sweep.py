@@ -552,4 +552,7 @@ def _last_line(path: str) -> str:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Run the importable module's main, so that the jobs submitit pickles name tools.sweep, not __main__.
+    from tools.sweep import main as sweep_main
+
+    sys.exit(sweep_main())
