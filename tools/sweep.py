@@ -60,6 +60,7 @@ if ROOT not in sys.path:
 import runs  # noqa: E402
 
 PROTOCOLS = ("base2new", "fewshot", "xd", "ablation")
+SCRIPT_VARIABLES = ("DATA", "OUTPUT", "SHOTS", "OPTS", "PYTHON", "PYTHONPATH")  # what the sweep sets for the scripts
 
 
 # ---- jobs ---------------------------------------------------------------------------------------------------
@@ -181,9 +182,9 @@ def run_job(job: Job, env: dict[str, str]) -> int:
 
 def cluster_job(job: Job, env: dict[str, str]) -> str:
     """:func:`run_job` for submitit: raises :class:`JobFailed` so the array task is marked failed."""
-    env = dict(env)
-    if "CUDA_VISIBLE_DEVICES" in os.environ:  # the GPUs SLURM gave this task, not the submitting machine's
-        env["CUDA_VISIBLE_DEVICES"] = os.environ["CUDA_VISIBLE_DEVICES"]
+    # The task's own environment (SLURM exports the submitting shell's, plus the GPUs it gave this task in
+    # CUDA_VISIBLE_DEVICES), with the sweep's settings for the scripts on top.
+    env = dict(os.environ, **{k: v for k, v in env.items() if k in SCRIPT_VARIABLES})
     rc = run_job(job, env)
     if rc != 0:
         raise JobFailed(f"{job.name} failed (exit code {rc}); log: {job.log}")
