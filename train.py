@@ -10,6 +10,11 @@ Rerunning the same command resumes an interrupted run exactly (from <output>/<mo
 The output folder receives config.yaml (the merged config), log.txt and the checkpoints; a second process
 into the same folder is refused. Errors you can fix (a bad path, key or value) end in one line starting with
 "error:"; set DEAR_TRACEBACK=1 to see the traceback too.
+
+Several GPUs (or CPU processes): ``torchrun --nproc_per_node=N train.py ...`` with the same arguments. The
+built-in engine then shards every global batch (DATALOADER.TRAIN_X.BATCH_SIZE, which must divide by N) over
+the N processes, averages the learner's gradients with DDP, scores every test image once, and rank 0 alone
+writes the log, config.yaml, checkpoints, tensorboard and the lock (see dasslite/distributed.py).
 """
 from __future__ import annotations
 
@@ -34,6 +39,7 @@ import datasets  # noqa: E402,F401  (registers every data set)
 import runs  # noqa: E402
 import trainers  # noqa: E402,F401  (registers every trainer)
 from clipkit.config import ConfigError, load_config  # noqa: E402
+from dasslite import distributed  # noqa: E402
 from dasslite.config import check_cfg as check_engine_cfg  # noqa: E402
 from dasslite.utils.logger import teardown_logger, tee_to  # noqa: E402
 
@@ -109,6 +115,14 @@ def preflight(args: argparse.Namespace, cfg) -> None:
                              "or model.pth.tar-<epoch>)")
     if args.eval_only and args.model_dir:
         runs.check_run(args.model_dir, epoch=args.load_epoch)
+    world = distributed.env_world_size()
+    if world > 1:
+        if ENGINE == "dassl":
+            raise UsageError(f"torchrun started {world} processes, but Dassl.pytorch is installed and serves "
+                             "`dassl`; its trainer does not shard batches over processes: set DEAR_ENGINE=builtin "
+                             "(or run one process)")
+        if not args.eval_only:
+            distributed.check_global_batch(cfg.DATALOADER.TRAIN_X.BATCH_SIZE, world)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -137,13 +151,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def report(e: BaseException) -> None:
-    """One line on stderr; the traceback too with ``DEAR_TRACEBACK=1``."""
+    """One line on stderr; the traceback too with ``DEAR_TRACEBACK=1``. Under torchrun, ranks > 0 say who they are."""
     msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
     if type(e).__module__ == "builtins" and not isinstance(e, UsageError):
         msg = f"{type(e).__name__}: {msg} (DEAR_TRACEBACK=1 shows where)"
     if os.environ.get("DEAR_TRACEBACK"):
         traceback.print_exc()
-    print(f"error: {msg}", file=sys.stderr, flush=True)
+    rank = distributed.env_rank()
+    print(f"error{f' (rank {rank})' if rank else ''}: {msg}", file=sys.stderr, flush=True)
 
 
 def _first_missing_ancestor(folder: str) -> str | None:
@@ -197,33 +212,58 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         preflight(args, cfg)
     except (ConfigError, ValueError, runs.RunFolderError) as e:
-        report(e)
+        if distributed.env_rank() == 0:  # every rank finds the same problem; one says it
+            report(e)
         return 2
+    distributed.init_from_env(use_cuda=cfg.USE_CUDA)  # torchrun: the process group; one process: nothing
+    try:
+        return run(args, cfg)
+    finally:
+        distributed.shutdown()
 
+
+def run(args: argparse.Namespace, cfg) -> int:
+    """Train or evaluate with a checked config. Under torchrun every rank runs this; rank 0 alone takes the
+    lock and writes the log and config.yaml (the other ranks' stdout is discarded; errors still reach stderr)."""
+    main_rank = distributed.is_main_process()
     out = cfg.OUTPUT_DIR
     created_from = _first_missing_ancestor(out)
     before = set(os.listdir(out)) if created_from is None else set()
     lock = runs.RunLock(out)
-    try:
-        lock.acquire()
-    except runs.RunLocked as e:
-        report(e)
+    locked: runs.RunLocked | None = None
+    if main_rank:
+        try:
+            lock.acquire()
+        except runs.RunLocked as e:
+            locked = e
+    if distributed.broadcast(locked is not None):  # every rank learns whether rank 0 holds the lock
+        if locked is not None:
+            report(locked)
         return 1
     started = undo = False
+    stdout, muted = sys.stdout, None
     try:
+        if not main_rank:
+            sys.stdout = muted = open(os.devnull, "w")  # noqa: SIM115 (closed in finally)
         if cfg.SEED >= 0:
             print(f"Setting fixed seed: {cfg.SEED}")
-            set_random_seed(cfg.SEED)
-        log_file = tee_to(runs.log_file_for(out))
-        if osp.basename(log_file) == runs.LOG_FILE and runs.LOG_FILE in before:
-            print(f"==> appending to {log_file}: this folder holds an unfinished run (resume or retry)")
+            set_random_seed(cfg.SEED)  # every rank; the engine moves ranks > 0 to their own seeds after build
+        if main_rank:
+            log_file = tee_to(runs.log_file_for(out))
+            if osp.basename(log_file) == runs.LOG_FILE and runs.LOG_FILE in before:
+                print(f"==> appending to {log_file}: this folder holds an unfinished run (resume or retry)")
+        if distributed.is_distributed():
+            world, batch = distributed.get_world_size(), cfg.DATALOADER.TRAIN_X.BATCH_SIZE
+            print(f"torchrun: {world} processes ({distributed.get_backend_name()}), rank 0 writes; "
+                  + ("evaluation only" if args.eval_only else f"global batch {batch} = {world} x {batch // world}"))
         if torch.cuda.is_available() and cfg.USE_CUDA:
             torch.backends.cudnn.benchmark = True
         print(f"Engine: {'Dassl.pytorch' if ENGINE == 'dassl' else 'built-in dasslite'}")
         print_args(args, cfg)
         print("Collecting env info ...")
         print(f"** System info **\n{collect_env_info()}\n")
-        runs.save_run_config(cfg, out)
+        if main_rank:
+            runs.save_run_config(cfg, out)
 
         trainer = build_trainer(cfg)
         if args.eval_only:
@@ -242,9 +282,12 @@ def main(argv: list[str] | None = None) -> int:
         undo = not started
         raise
     finally:
+        if muted is not None:
+            sys.stdout = stdout
+            muted.close()
         teardown_logger()
         lock.release()
-        if undo:
+        if undo and main_rank:
             _remove_new_entries(out, created_from, before)
 
 

@@ -188,6 +188,17 @@ class PromptTrainer(TrainerX):
         if self.get_model_names():
             super().save_model(*args, **kwargs)
 
+    # -- several processes (torchrun) ----------------------------------------------------------------------
+    def distribute_models(self) -> None:
+        """Only the learner goes into ``DistributedDataParallel``; frozen CLIP stays out. The model calls its
+        learner through ``learner_outputs`` (once per step), which now goes through the wrapper; module names
+        and checkpoints are unchanged. Called by the built-in engine under ``torchrun`` only."""
+        if self.optim is None:
+            return  # nothing trains (zero-shot CLIP): evaluation alone is sharded
+        from dasslite.distributed import wrap_ddp
+
+        self.model.wrap_learner(wrap_ddp(self.learner, self.device))
+
 
 def check_input_size(cfg, clip_model) -> None:
     """A ViT's positional embedding fixes its input size: a mismatch is a config error, not a shape error."""

@@ -8,7 +8,8 @@ from torch.utils.data import Dataset as TorchDataset
 
 from ..utils import read_image
 from .datasets import build_dataset
-from .samplers import build_sampler
+from .. import distributed
+from .samplers import EvalShard, GlobalBatchShard, build_sampler
 from .transforms import INTERPOLATION_MODES, build_transform
 
 
@@ -67,19 +68,32 @@ def build_data_loader(cfg, sampler_type: str = "SequentialSampler", data_source=
     No generator of its own: the sampler's seed and the workers' base seed come from the global torch RNG
     (seeded by ``SEED``), in the order Dassl's loader draws them, so the built-in engine and the real Dassl
     give the same batches and the same augmentations for one seed, with or without workers.
+
+    Under ``torchrun`` with N processes, a training ``batch_size`` is the global batch: each rank loads
+    ``batch_size / N`` images of each of one process's batches (:class:`GlobalBatchShard`); evaluation loaders
+    give each rank every N-th image (:class:`EvalShard`) with ``batch_size`` images per batch.
     """
     if not data_source:
         raise ValueError("build_data_loader: the data source is empty (no images in this split)")
     if batch_size < 1:
         raise ValueError(f"batch size must be >= 1, got {batch_size}")
     sampler = build_sampler(sampler_type, data_source)
+    drop_last = is_train and len(data_source) >= batch_size
+    world = distributed.get_world_size()
+    if world > 1:  # torchrun: batch_size is the global batch (training); each rank evaluates its own images
+        rank = distributed.get_rank()
+        if is_train:  # GlobalBatchShard refuses a batch that does not split when training starts
+            sampler = GlobalBatchShard(sampler, batch_size, world, rank)
+            batch_size, drop_last = max(batch_size // world, 1), False  # the shard holds whole local batches
+        else:
+            sampler = EvalShard(data_source, world, rank)
     wrapper = dataset_wrapper or DatasetWrapper
     return torch.utils.data.DataLoader(
         wrapper(cfg, data_source, transform=tfm, is_train=is_train),
         batch_size=batch_size,
         sampler=sampler,
         num_workers=cfg.DATALOADER.NUM_WORKERS,
-        drop_last=is_train and len(data_source) >= batch_size,
+        drop_last=drop_last,
         pin_memory=torch.cuda.is_available() and cfg.USE_CUDA,
     )
 

@@ -10,6 +10,12 @@ the run depends on: the position in the epoch and the sampler's seed, the Python
 states, ``best_result`` and :meth:`TrainerBase.extra_checkpoint_state` (grad scalers by default). Rerunning
 the same command after ``kill -9`` continues with the batch after the last saved one and ends with the same
 weights, bit for bit on CPU, as an uninterrupted run.
+
+Under ``torchrun`` (``WORLD_SIZE`` > 1, see :mod:`dasslite.distributed`) the same trainer runs once per rank:
+each rank trains on its slice of every global batch (``DATALOADER.TRAIN_X.BATCH_SIZE`` is the global batch),
+:meth:`TrainerBase.distribute_models` wraps what trains in ``DistributedDataParallel``, evaluation scores every
+image once over all ranks, and rank 0 alone writes checkpoints and tensorboard. The last checkpoint then also
+holds every rank's RNG states (``"ranks"``), so a resume with the same number of processes is exact too.
 """
 from __future__ import annotations
 
@@ -23,6 +29,7 @@ import torch
 import torch.nn as nn
 from tqdm import tqdm
 
+from .. import distributed
 from ..config import check_cfg as check_engine_cfg
 from ..data import DataManager
 from ..evaluation import build_evaluator
@@ -35,6 +42,7 @@ from ..utils import (
 )
 from ..utils.atomic import remove_stale_temporaries
 from ..utils.rng import capture_rng_state, restore_rng_state
+from ..utils.tools import set_random_seed
 from ..utils.torchtools import (
     LAST_CHECKPOINT,
     CheckpointError,
@@ -87,6 +95,8 @@ class TrainerBase:
 
     def _save_models(self, directory: str, completed_epochs: int, model_name: str = "", is_best: bool = False,
                      val_result=None, engine_state: dict | None = None, verbose: bool = True) -> None:
+        if not distributed.is_main_process():
+            return  # rank 0 writes; every rank holds the same weights
         for name in self.get_model_names():
             model_dict = self._models[name].state_dict()
             optim_dict = self._optims[name].state_dict() if self._optims[name] is not None else None
@@ -135,7 +145,7 @@ class TrainerBase:
         loader = getattr(self, "train_loader_x", None)
         sampler = getattr(loader, "sampler", None)
         mid_epoch = next_batch > 0
-        return {
+        state = {
             "version": ENGINE_STATE_VERSION,
             "next_batch": int(next_batch),
             "num_batches": int(getattr(self, "num_batches", 0)) if mid_epoch else None,
@@ -146,6 +156,25 @@ class TrainerBase:
             "best_result": float(getattr(self, "best_result", -np.inf)),
             "trainer": self.extra_checkpoint_state(),
         }
+        if distributed.is_distributed():  # a collective: every rank calls engine_state at the same points
+            state["world_size"] = distributed.get_world_size()
+            state["ranks"] = distributed.all_gather({"rng": state["rng"], "epoch_rng": state["epoch_rng"]})
+        return state
+
+    def _this_rank(self, engine: dict) -> dict:
+        """``engine`` with this rank's own RNG states (saved by a run with as many processes as this one).
+
+        With another number of processes the batches stay the same (the global batch and the permutation do
+        not depend on it) but the augmentations cannot: rank 0 takes the saved single stream, the others keep
+        their :func:`~dasslite.distributed.rank_seed` streams."""
+        world, saved = distributed.get_world_size(), engine.get("world_size", 1)
+        if saved == world:
+            return dict(engine, **engine["ranks"][distributed.get_rank()]) if world > 1 else engine
+        print(f"Note: the checkpoint was written by {saved} process(es), this run has {world}: training resumes "
+              "with the same batches, but not with the same random augmentations as an uninterrupted run")
+        if distributed.get_rank() == 0:
+            return engine
+        return dict(engine, rng=capture_rng_state(), epoch_rng=torch.get_rng_state())
 
     def save_last_checkpoint(self, directory: str, completed_epochs: int, next_batch: int = 0,
                              engine_state: dict | None = None) -> None:
@@ -167,11 +196,15 @@ class TrainerBase:
         self._resumed = False
         names = self.get_model_names()
         found = {}
+        if distributed.is_main_process():
+            for name in names:
+                if osp.isdir(osp.join(directory, name)):
+                    remove_stale_temporaries(osp.join(directory, name))
+        distributed.barrier()
         for name in names:
             fdir = osp.join(directory, name)
             if not osp.isdir(fdir):
                 continue
-            remove_stale_temporaries(fdir)
             hit = find_resume_checkpoint(fdir)
             if hit is not None:
                 found[name] = hit
@@ -197,6 +230,8 @@ class TrainerBase:
             start_epoch = checkpoint["epoch"]
         engine = found[names[0]][1].get("engine")
         print(f"Previous epoch: {start_epoch}")
+        if engine is not None:
+            engine = self._this_rank(engine)
         if engine is None:
             print("Note: this checkpoint holds no RNG states (written by Dassl or an older version): training "
                   "resumes at the start of the epoch, but not bit for bit as an uninterrupted run would.")
@@ -258,7 +293,7 @@ class TrainerBase:
             raise FloatingPointError("Loss is infinite or NaN!")
 
     def init_writer(self, log_dir: str) -> None:
-        if self.__dict__.get("_writer") is None:
+        if self.__dict__.get("_writer") is None and distributed.is_main_process():
             from torch.utils.tensorboard import SummaryWriter
 
             print(f"Initialize tensorboard (log_dir={log_dir})")
@@ -331,6 +366,29 @@ class TrainerBase:
         self.model_backward(loss)
         self.model_update(names)
 
+    # ---- several processes (torchrun) ---------------------------------------------------------------------
+
+    def distribute_models(self) -> None:
+        """Wrap what trains in ``DistributedDataParallel``; called on every rank after ``build_model`` when the
+        run has several processes, never in one process.
+
+        An override must make every trainable parameter's gradient pass through a DDP wrapper (so that
+        gradients are averaged over ranks) without changing the registered modules, whose ``state_dict`` are
+        the checkpoints. The default wraps ``self.model`` when it is the one registered model with trainable
+        parameters, and calls it through the wrapper from then on; anything else must override.
+        """
+        trainable = [n for n, m in self._models.items() if any(p.requires_grad for p in m.parameters())]
+        if not trainable:
+            return
+        model = getattr(self, "model", None)
+        if trainable == [n for n, m in self._models.items() if m is model]:
+            self.model = distributed.wrap_ddp(model, self.device)
+            return
+        raise NotImplementedError(
+            f"{type(self).__name__} trains {trainable}; override distribute_models() to wrap them in "
+            "DistributedDataParallel for torchrun, or run it in one process"
+        )
+
 
 class SimpleTrainer(TrainerBase):
     """A trainer with one data manager, an evaluator and the standard train/test flow."""
@@ -340,18 +398,30 @@ class SimpleTrainer(TrainerBase):
         check_engine_cfg(cfg)
         self.check_cfg(cfg)
         if torch.cuda.is_available() and cfg.USE_CUDA:
-            self.device = torch.device("cuda")
+            self.device = torch.device("cuda", torch.cuda.current_device()) if distributed.is_distributed() \
+                else torch.device("cuda")
         else:
             self.device = torch.device("cpu")
         self.start_epoch = self.epoch = 0
         self.max_epoch = cfg.OPTIM.MAX_EPOCH
         self.output_dir = cfg.OUTPUT_DIR
         self.cfg = cfg
-        self.build_data_loader()
-        self.build_model()
+        with distributed.main_process_first():  # rank 0 writes the few-shot caches, the others read them
+            self.build_data_loader()
+            self.build_model()
+        if distributed.is_distributed():
+            self.distribute_models()
+            self._seed_this_rank()
         self.evaluator = build_evaluator(cfg, lab2cname=self.lab2cname)
         self.best_result = -np.inf
         self._resume_engine: dict | None = None
+
+    def _seed_this_rank(self) -> None:
+        """Ranks > 0 leave rank 0's stream once the model is built: see :mod:`dasslite.distributed`."""
+        rank = distributed.get_rank()
+        if rank > 0:
+            base = self.cfg.SEED if self.cfg.SEED >= 0 else torch.initial_seed() % 2**32
+            set_random_seed(distributed.rank_seed(base, rank))
 
     def check_cfg(self, cfg) -> None:
         """Reject unsupported settings; subclasses override."""
@@ -381,9 +451,10 @@ class SimpleTrainer(TrainerBase):
         if self.cfg.RESUME and not self._resumed:
             raise CheckpointError(f"--resume {directory} holds no checkpoint of this trainer's models "
                                   f"({', '.join(self.get_model_names())}): it was written by another trainer")
-        writer_dir = osp.join(self.output_dir, "tensorboard")
-        mkdir_if_missing(writer_dir)
-        self.init_writer(writer_dir)
+        if distributed.is_main_process():
+            writer_dir = osp.join(self.output_dir, "tensorboard")
+            mkdir_if_missing(writer_dir)
+            self.init_writer(writer_dir)
         self.time_start = time.time()
 
     def after_train(self) -> None:
@@ -392,6 +463,7 @@ class SimpleTrainer(TrainerBase):
         if do_test:
             if self.cfg.TEST.FINAL_MODEL == "best_val":
                 print("Deploy the model with the best val performance")
+                distributed.barrier()  # rank 0 has written model-best
                 self.load_model(self.output_dir)
             else:
                 print("Deploy the last-epoch model")
@@ -431,7 +503,7 @@ class SimpleTrainer(TrainerBase):
             split = "test"
             data_loader = self.test_loader
         print(f"Evaluate on the *{split}* set")
-        for batch in tqdm(data_loader, disable=not self.cfg.VERBOSE):
+        for batch in tqdm(data_loader, disable=not self.cfg.VERBOSE or not distributed.is_main_process()):
             input, label = self.parse_batch_test(batch)
             output = self.model_inference(input)
             self.evaluator.process(output, label)
@@ -465,7 +537,7 @@ class TrainerX(SimpleTrainer):
         end = time.time()
         for self.batch_idx, batch in enumerate(batches, start):
             data_time.update(time.time() - end)
-            loss_summary = self.forward_backward(batch)
+            loss_summary = distributed.mean_over_ranks(self.forward_backward(batch))  # global-batch values
             batch_time.update(time.time() - end)
             losses.update(loss_summary)
 
