@@ -1,11 +1,13 @@
 """Every trainer's training-step and evaluation cost at ViT-B/16 shapes, and DeAR's step against a naive one.
 
     python -m benchmarks.train_step [--trainers CoOp MaPLe ...] [--classes 50] [--batch 16] [--rounds 5]
-        [--resolution 224] [--eval-batch 16] [--eval-images 1000] [--no-naive] [--no-memory] [--json PATH]
+        [--resolution 224] [--eval-batch 16] [--eval-images 1000] [--prec fp32|amp|bf16] [--no-naive]
+        [--no-memory] [--json PATH]
 
 ViT-B/16 shapes with random weights (``clipkit.tiny.build_clip``), one random batch, ``--classes`` classes.
-Each trainer is built from its official config (``configs/<name>.yaml``) with ``PREC fp32`` by
-``benchmarks.common.make_trainer``, around one shared frozen CLIP. Per trainer:
+Each trainer is built from its official config (``configs/<name>.yaml``) with ``PREC`` set to ``--prec``
+(default fp32; ``amp`` = fp16 autocast with a gradient scaler, CUDA only, the precision the official GPU
+configs train in) by ``benchmarks.common.make_trainer``, around one shared frozen CLIP. Per trainer:
 - trainable parameters;
 - step: ``forward_backward``'s computation (``train_outputs``, every ``loss_terms`` term, backward, the
   config's optimizer step) on a batch of ``--batch`` (CoCoOp also at its official batch of 1);
@@ -109,7 +111,8 @@ class Bench:
         self.trainers = {}
         for name in trainers:
             torch.manual_seed(0)
-            self.trainers[name] = common.make_trainer(common.bench_config(name), self.clip, self.names, device=device)
+            cfg = common.bench_config(name, prec=args.prec)
+            self.trainers[name] = common.make_trainer(cfg, self.clip, self.names, device=device)
         g = torch.Generator().manual_seed(0)
         size = (args.resolution, args.resolution)
         self.images = {b: torch.randn(b, 3, *size, generator=g).to(device)
@@ -152,7 +155,7 @@ def child_peak(what: str, args) -> dict:
     """Peak MiB of ``what`` (a case label, a trainer's evaluation, or a naive phase) in a fresh process."""
     cmd = [sys.executable, "-m", "benchmarks.train_step", "--child", what, "--resolution", str(args.resolution),
            "--batch", str(args.batch), "--classes", str(args.classes), "--eval-batch", str(args.eval_batch),
-           "--threads", str(args.threads)]
+           "--threads", str(args.threads), "--prec", args.prec]
     out = subprocess.run(cmd, capture_output=True, text=True)
     if out.returncode != 0:
         reason = "killed (out of memory?)" if out.returncode in (-9, 137) else out.stderr.strip().splitlines()[-1:]
@@ -185,6 +188,8 @@ def main() -> None:
     p.add_argument("--eval-batch", type=int, help="test images per batch (default: --batch)")
     p.add_argument("--eval-images", type=int, default=1000, help="images of the evaluation the text is amortised over")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: PyTorch's default)")
+    p.add_argument("--prec", default="fp32", choices=["fp32", "amp", "bf16"],
+                   help="every trainer's PREC (amp needs CUDA: on CPU it runs as fp32, as training does)")
     p.add_argument("--no-naive", action="store_true", help="skip DeAR's naive steps")
     p.add_argument("--no-memory", action="store_true", help="skip the per-computation peak-memory processes")
     p.add_argument("--json", help="also write every sample here")
@@ -233,7 +238,7 @@ def report(args, device, trainers, run, bench, med, peaks, classes_s, naive) -> 
     mem = "peak CUDA MiB" if device.type == "cuda" else "peak RSS MiB"
     print(f"device={device} threads={torch.get_num_threads()} classes={args.classes} batch={args.batch} "
           f"resolution={args.resolution} rounds={args.rounds} eval: batch {args.eval_batch}, text amortised over "
-          f"{args.eval_images} images (ViT-B/16 shapes, random weights, PREC fp32)")
+          f"{args.eval_images} images (ViT-B/16 shapes, random weights, PREC {args.prec})")
     print(f"{'trainer':16s} {'config':10s} {'trainable':>10s} {'batch':>5s} {'step ms':>9s} {mem:>13s} "
           f"{'text ms':>8s} {'eval ms':>8s} {'eval img/s':>10s} {'classes ms':>10s}")
     for name in trainers:

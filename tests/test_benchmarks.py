@@ -73,3 +73,35 @@ def test_naive_steps_compute_the_same_losses_and_gradients():
         assert torch.allclose(logits, ref_logits, atol=1e-4)
         for a, b in zip(ref_grads, grads):
             assert torch.allclose(a, b, atol=1e-5 + 1e-3 * a.abs().max().item())
+
+
+def test_study_plan_follows_dassl_base_to_novel():
+    """The study's runs: base = ceil(n/2) classes (Dassl's subsample_classes), 16 shots each, floor(train/batch)
+    steps per epoch (Dassl drops the last incomplete batch), test images shared by class count."""
+    from benchmarks.study_time import STUDY, plan
+
+    assert len(STUDY) == 11 and sum(t for _, t in STUDY.values()) == 133_696
+    dtd = plan(47, 1692, batch=16, epochs=10)
+    assert (dtd["base"], dtd["new"], dtd["train"], dtd["iters"]) == (24, 23, 384, 240)
+    assert dtd["test_base"] + dtd["test_new"] == 1692 and dtd["test_base"] == 864
+    assert plan(10, 8100, batch=128, epochs=2)["iters"] == 2  # 80 images < one batch: one batch of all of them
+
+
+def test_study_time_measures_a_data_set_and_the_loader(tmp_path):
+    """One data set of the study on a ViT-B/16-shaped CLIP at 32 px: the run projects the slower of computation
+    and loading per phase, and the loader's rate comes from real JPEGs through the config's transforms."""
+    from benchmarks.study_time import loader_rate, measure_dataset
+    from clipkit.tiny import VIT_B16_SHAPE, build_clip
+
+    cfg = bench_config("DeAR", {"INPUT.SIZE": (32, 32)})
+    rate = loader_rate(cfg, is_train=True, images=8, workers=0, batch=4)
+    assert rate > 0
+    clip = build_clip(image_resolution=32, **VIT_B16_SHAPE)
+    g = torch.Generator().manual_seed(0)
+    row = measure_dataset("eurosat", cfg, clip, torch.randn(16, 3, 32, 32), torch.randn(4, 3, 32, 32),
+                          {"train": rate, "test": rate}, rounds=1, g=g)
+    assert (row["base"], row["new"], row["iters"]) == (5, 5, 50)
+    assert row["step_s"] > 0 and row["train_compute_s"] == pytest.approx(50 * row["step_s"])
+    assert row["train_load_s"] == pytest.approx(50 * 16 / rate)
+    assert row["run_s"] == pytest.approx(max(row["train_compute_s"], row["train_load_s"])
+                                         + max(row["eval_compute_s"], row["eval_load_s"]))
