@@ -115,7 +115,9 @@ class PromptSRC(PromptTrainer):
     def load_extra_checkpoint_state(self, state: dict) -> None:
         if hasattr(super(), "load_extra_checkpoint_state"):
             super().load_extra_checkpoint_state(state)
-        self.gpa_sum = (state or {}).get("gpa_sum")
+        gpa_sum = (state or {}).get("gpa_sum")  # checkpoints load on the CPU: back to the learner's device
+        device = next(self.learner.parameters()).device
+        self.gpa_sum = None if gpa_sum is None else {n: t.to(device) for n, t in gpa_sum.items()}
 
     def end_of_epoch(self) -> None:
         """Add this epoch's learner to the Gaussian-weighted sum; after the last epoch, deploy the sum."""
