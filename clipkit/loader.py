@@ -126,7 +126,9 @@ def read_state_dict(fpath: str) -> dict[str, torch.Tensor]:
     except RuntimeError:
         pass
     try:
-        obj = torch.load(fpath, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", "(Validating )?[Ss]parse", UserWarning)  # row-sparse entries
+            obj = torch.load(fpath, map_location="cpu", weights_only=True)
     except Exception as e:
         raise ClipWeightsNotFound(f"{fpath} is neither a TorchScript CLIP archive nor a state dict: {e}") from e
     if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
@@ -152,9 +154,14 @@ def split_meta(state_dict: dict[str, torch.Tensor],
     return weights, meta
 
 
-def clip_state_dict(model) -> dict[str, torch.Tensor]:
-    """``model.state_dict()`` plus its head counts as reserved integer entries (what :func:`load_clip` reads)."""
+def clip_state_dict(model, sparse_rows: tuple[str, ...] = ()) -> dict[str, torch.Tensor]:
+    """``model.state_dict()`` plus its head counts as reserved integer entries (what :func:`load_clip` reads).
+
+    Tensors named in ``sparse_rows`` are stored as row-sparse COO tensors holding their non-zero rows only
+    (e.g. the token embedding of a model that saw a small vocabulary); the loader makes them dense again."""
     sd = dict(model.state_dict())
+    for key in sparse_rows:
+        sd[key] = sd[key].to_sparse(sparse_dim=1).coalesce()
     sd[HEAD_KEYS["vision_heads"]] = torch.tensor(model.visual.transformer.resblocks[0].attn.num_heads)
     sd[HEAD_KEYS["text_heads"]] = torch.tensor(model.transformer.resblocks[0].attn.num_heads)
     return sd
@@ -243,7 +250,7 @@ def build_clip_model(state_dict: dict[str, torch.Tensor], fpath: str = "<state d
     its name and the tensor, never with a bare ``size mismatch``."""
     clip = clip_module()
     weights, meta = split_meta(state_dict, fpath)
-    weights = {k: v for k, v in weights.items() if k not in _ARCHIVE_EXTRAS}
+    weights = {k: (v.to_dense() if v.is_sparse else v) for k, v in weights.items() if k not in _ARCHIVE_EXTRAS}
     cfg = clip_config(weights, meta, fpath)
     vision_heads = cfg.pop("vision_heads", None)
     check_heads(cfg["transformer_width"], cfg["transformer_heads"], f"{fpath}: text heads")

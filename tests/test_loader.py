@@ -106,3 +106,22 @@ def test_bad_tensor_fails_naming_file_tensor_and_expectation(tmp_path, edit, exp
 def test_build_clip_refuses_heads_that_do_not_divide_the_width():
     with pytest.raises(ClipWeightsInvalid, match="vision_heads: 5 heads do not divide the width 128"):
         build_clip(vision_heads=5, **SMALL)
+
+
+def test_row_sparse_entries_load_dense(tmp_path):
+    """A token embedding stored with its non-zero rows only (the world CLIP's) loads as the dense tensor."""
+    from clipkit.loader import clip_state_dict
+
+    model = build_clip(vision_heads=8, **SMALL)
+    with torch.no_grad():
+        keep = torch.zeros(model.token_embedding.weight.shape[0], dtype=torch.bool)
+        keep[[5, 320, 49406, 49407]] = True
+        model.token_embedding.weight[~keep] = 0
+    sd = clip_state_dict(model, sparse_rows=("token_embedding.weight",))
+    assert sd["token_embedding.weight"].is_sparse and sd["token_embedding.weight"].values().shape == (4, 64)
+    path = str(tmp_path / "sparse.pt")
+    torch.save(sd, path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no sparse-tensor warnings leak out of the loader
+        loaded = load_clip("unused", path)
+    _same_outputs(model, loaded)
