@@ -3,7 +3,12 @@
     python parse_test_res.py output/base2new/train_base/dtd/shots_16/DeAR/dear     # mean +- std over seed*/
     python parse_test_res.py output/base2new --table [--csv results.csv]             # Base / Novel / HM table
 
-The accuracy of a run is the last ``* accuracy: X%`` line of its ``log.txt``.
+The accuracy of a run is the test accuracy its ``log.txt`` reports (for a training run, the one after
+``Finish training``): the rule of CoOp's ``parse_test_res.py``, shared with the protocol scripts' skip check
+through ``runs.run_result``. ``log.txt-<timestamp>`` files (reruns into a finished folder) do not count.
+
+The "+-" is the population standard deviation over seeds (``np.std``, as CoOp prints it, so numbers compare
+with published tables); ``--sample-std`` gives the sample standard deviation (n - 1) instead.
 """
 from __future__ import annotations
 
@@ -11,23 +16,16 @@ import argparse
 import csv
 import glob
 import os.path as osp
-import re
 import statistics
 import sys
 from collections import defaultdict
 
-ACC = re.compile(r"^\* accuracy: ([\d.]+)%", re.M)
+from runs import other_results, run_result
 
 
 def run_accuracy(run_dir: str) -> float | None:
-    """Last reported accuracy of one run (``None`` if it has none yet)."""
-    logs = sorted(glob.glob(osp.join(run_dir, "log.txt*")))
-    for log in reversed(logs):
-        with open(log, encoding="utf-8", errors="replace") as f:
-            found = ACC.findall(f.read())
-        if found:
-            return float(found[-1])
-    return None
+    """Test accuracy of one run (``None`` if it has not finished); see the module docstring."""
+    return run_result(run_dir)
 
 
 def seed_accuracies(directory: str) -> dict[str, float]:
@@ -36,11 +34,18 @@ def seed_accuracies(directory: str) -> dict[str, float]:
         acc = run_accuracy(run)
         if acc is not None:
             out[osp.basename(run)] = acc
+        elif other_results(run):
+            print(f"note: {run}/log.txt reports no test result, {', '.join(other_results(run))} do; they do not "
+                  "count (CoOp's parse_test_res.py also reads log.txt only). Rerun the run to finish it.",
+                  file=sys.stderr)
     return out
 
 
-def mean_std(values: list[float]) -> tuple[float, float]:
-    return statistics.mean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+def mean_std(values: list[float], sample: bool = False) -> tuple[float, float]:
+    """Mean and standard deviation: population (CoOp's ``np.std``) or, with ``sample``, sample (n - 1)."""
+    if len(values) < 2:
+        return statistics.mean(values), 0.0
+    return statistics.mean(values), (statistics.stdev(values) if sample else statistics.pstdev(values))
 
 
 def harmonic_mean(base: float, new: float) -> float:
@@ -83,6 +88,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("directory", help="a folder of seed*/ runs, or with --table a base2new output root")
     parser.add_argument("--table", action="store_true", help="paper-style Base / Novel / HM table")
     parser.add_argument("--csv", default="", help="with --table: also write the table to this CSV file")
+    parser.add_argument("--sample-std", action="store_true",
+                        help="sample standard deviation (n - 1) instead of CoOp's population one (np.std)")
     args = parser.parse_args(argv)
     if not osp.isdir(args.directory):
         print(f"error: {args.directory} is not a directory", file=sys.stderr)
@@ -105,8 +112,9 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     for seed, acc in accs.items():
         print(f"{seed}: accuracy {acc:.2f}%")
-    m, s = mean_std(list(accs.values()))
-    print(f"=> result: accuracy {m:.2f}% +- {s:.2f}% ({len(accs)} seeds)")
+    m, s = mean_std(list(accs.values()), sample=args.sample_std)
+    kind = "sample std" if args.sample_std else "std"
+    print(f"=> result: accuracy {m:.2f}% +- {s:.2f}% ({len(accs)} seeds, {kind})")
     return 0
 
 

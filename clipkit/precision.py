@@ -6,10 +6,12 @@ import contextlib
 import torch
 
 PRECISIONS = ("fp32", "bf16", "amp")
+PRECISION_ALIASES = {"fp16": "amp"}  # the CoOp family's PREC "fp16" trains with fp16 autocast here
 
 
 def resolve_precision(requested: str, device: torch.device) -> str:
     """``amp`` needs CUDA; on CPU it falls back to ``fp32`` (fp16 autocast on CPU is slow and unsupported)."""
+    requested = PRECISION_ALIASES.get(requested, requested)
     if requested not in PRECISIONS:
         raise ValueError(f"precision {requested!r} is not one of {PRECISIONS}")
     if requested == "amp" and device.type != "cuda":

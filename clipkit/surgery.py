@@ -98,9 +98,24 @@ def causal_mask(n: int, device=None, dtype: torch.dtype = torch.float32) -> torc
     return torch.full((n, n), float("-inf"), device=device, dtype=dtype).triu_(1)
 
 
+def additive_mask(allowed: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """A bool ``allowed`` mask (``True``: may attend) as the additive float mask this module takes (0 / -inf).
+
+    Bool masks are refused by :func:`attention`: PyTorch's ``scaled_dot_product_attention`` reads ``True``
+    as "attend" and ``nn.MultiheadAttention`` reads it as "blocked", so a bool mask is ambiguous.
+    """
+    if allowed.dtype != torch.bool:
+        raise TypeError(f"additive_mask takes a bool mask, got {allowed.dtype}")
+    return torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill_(~allowed, float("-inf"))
+
+
 def _as_4d(mask: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:
     if mask is None:
         return None
+    if mask.dtype == torch.bool:
+        raise TypeError("attention masks here are additive floats (0 = attend, -inf = blocked); a bool mask is "
+                        "ambiguous (SDPA reads True as attend, nn.MultiheadAttention as blocked). Convert it with "
+                        "clipkit.surgery.additive_mask(allowed), where allowed[i, j] is True when i may attend to j")
     mask = mask.to(dtype=dtype)
     while mask.dim() < 4:
         mask = mask.unsqueeze(0)
@@ -159,8 +174,9 @@ def shared_first_block(block: nn.Module, x: torch.Tensor, tokens: torch.Tensor,
     e = (cross - top).exp()  # [B, H, N, K]; 0 where the mask blocks
     rows_x = (stock.float() * w_stock + e @ vt.float()) / (w_stock + e.sum(dim=-1, keepdim=True))
     # rows of the tokens: ordinary attention over every key
-    rows_t = F.scaled_dot_product_attention(qt, torch.cat([kx, kt], dim=2), torch.cat([vx, vt], dim=2),
-                                            attn_mask=None if mask is None else mask[..., n:, :])
+    keys, values = torch.cat([kx.to(kt.dtype), kt], dim=2), torch.cat([vx.to(vt.dtype), vt], dim=2)
+    rows_t = F.scaled_dot_product_attention(qt, keys, values,
+                                            attn_mask=None if mask is None else mask[..., n:, :].to(qt.dtype))
     out = torch.cat([rows_x.to(rows_t.dtype), rows_t], dim=2).transpose(1, 2).reshape(b, n + k, d)
     y = torch.cat([x, tokens], dim=1) + F.linear(out, attn.out_proj.weight, attn.out_proj.bias)
     y = y + mlp(block, block.ln_2(y))
@@ -174,7 +190,7 @@ def shared_first_block(block: nn.Module, x: torch.Tensor, tokens: torch.Tensor,
 class DeepOutput:
     """Result of running the deep layers: the final sequence and where the injected tokens sit in it."""
 
-    x: torch.Tensor  # [B, L + K, D]
+    x: torch.Tensor  # [B, L + K, D], or only the rows kept by the last block
     token_slice: slice  # positions of the injected tokens in x
     frozen: torch.Tensor | None = None  # the same blocks run without tokens (stock CLIP), if asked for
 
@@ -191,57 +207,117 @@ def run_blocks(blocks: Sequence[nn.Module], x: torch.Tensor, mask: torch.Tensor 
     return x
 
 
+TokenSets = Sequence["torch.Tensor | None"]
+
+
+def next_tokens(t: torch.Tensor, previous: torch.Tensor, beta: float) -> torch.Tensor:
+    """The tokens entering a block: ``beta * t + (1 - beta) * previous`` (DeAR's anchoring); ``beta == 1``
+    replaces them (deep prompts of IVLP / MaPLe / PromptSRC, MMRL's representation tokens) exactly."""
+    return t if beta == 1.0 else beta * t + (1.0 - beta) * previous
+
+
 def run_injected(
     blocks: Sequence[nn.Module],
     x: torch.Tensor,
-    tokens: Sequence[torch.Tensor],
+    tokens: TokenSets,
     insert_at: int,
     beta: float,
     masks: Sequence[torch.Tensor | None] | torch.Tensor | None = None,
     keep_first: bool = False,
     with_stock: bool = False,
+    present: bool = False,
+    cls_only: bool = False,
 ) -> DeepOutput:
-    """Run ``blocks`` on ``x: [B, L, D]``, injecting learnable tokens.
+    """Run ``blocks`` on ``x: [B, L, D]`` with learnable tokens in a slot of ``K`` positions at ``insert_at``.
 
-    ``tokens[i]`` (``[K, D]`` or ``[B, K, D]``) is the token set of ``blocks[i]``: the first set is inserted
-    at position ``insert_at``; before each later block the tokens become
-    ``beta * tokens[i] + (1 - beta) * output_of_previous_block`` (the paper's knowledge anchoring).
-    ``masks`` is one mask for all blocks or one per block (``None`` entries: no mask). With ``keep_first``
-    the last block computes only position 0 ([CLS]) and the tokens, and ``x`` holds just those rows.
-    With ``with_stock`` (tokens appended, ``insert_at == L``, ``x`` a constant) the result also holds
-    ``frozen``: the same blocks run on ``x`` without tokens, under no grad (only [CLS] with ``keep_first``),
-    sharing the first block's work with the run with tokens (:func:`shared_first_block`).
+    ``tokens[i]`` (``[K, D]`` or ``[B, K, D]``) is the token set of ``blocks[i]``, or ``None`` to carry the
+    previous block's outputs at the slot. Unless ``present`` (the slot is already in ``x``, e.g. shallow
+    prompts embedded with the input), ``tokens[0]`` is inserted at ``insert_at``. Before each later block a
+    given set enters as ``beta * tokens[i] + (1 - beta) * output_of_previous_block`` (:func:`next_tokens`;
+    ``beta = 1`` replaces). ``masks`` is one mask for all blocks or one per block (``None``: no mask).
+    The last block computes only the rows that are read: [CLS] and the slot with ``keep_first``, [CLS]
+    alone with ``cls_only``. With ``with_stock`` (tokens inserted after the sequence, ``x`` a constant)
+    the result also holds ``frozen``: the same blocks run on ``x`` without tokens, under no grad (only
+    [CLS] with ``keep_first``/``cls_only``), sharing the first block's work (:func:`shared_first_block`).
     """
     if len(tokens) != len(blocks):
-        raise ValueError(f"need one token set per block: {len(tokens)} sets for {len(blocks)} blocks")
-    if with_stock and insert_at != x.shape[1]:
-        raise ValueError("with_stock needs the tokens appended after the sequence (insert_at == x.shape[1])")
+        raise ValueError(f"need one token set (or None) per block: {len(tokens)} for {len(blocks)} blocks")
+    if not present and tokens[0] is None:
+        raise ValueError("tokens[0] is None but the slot is not in x yet: give the first set, or present=True")
+    if with_stock and (present or insert_at != x.shape[1]):
+        raise ValueError("with_stock needs the tokens inserted after the sequence (insert_at == x.shape[1])")
     b = x.shape[0]
-    k = tokens[0].shape[-2]
+    k = next(t for t in tokens if t is not None).shape[-2] if any(t is not None for t in tokens) else 0
     sl = slice(insert_at, insert_at + k)
-    last_rows = [0, *range(sl.start, sl.stop)]
+    last_rows = [0, *range(sl.start, sl.stop)] if keep_first else [0] if cls_only else None
     stock = None
     for i, block in enumerate(blocks):
-        t = tokens[i].to(x.dtype)
-        if t.dim() == 2:
-            t = t.unsqueeze(0).expand(b, -1, -1)
+        t = tokens[i]
+        if t is not None:
+            t = t.to(x.dtype)
+            if t.dim() == 2:
+                t = t.unsqueeze(0).expand(b, -1, -1)
         mask = masks[i] if isinstance(masks, (list, tuple)) else masks
-        last = keep_first and i == len(blocks) - 1
+        last = last_rows if i == len(blocks) - 1 else None
         if i == 0 and with_stock:
             x, stock = shared_first_block(block, x, t, mask)
             with torch.no_grad():
-                stock = run_blocks(blocks[1:], stock, last_rows=[0] if keep_first else None)
-                stock = stock[:, :1] if keep_first else stock
-            if last:  # a single block: it computed every row
-                x = x[:, last_rows]
+                stock = run_blocks(blocks[1:], stock, last_rows=[0] if last_rows is not None else None)
+                stock = stock[:, :1] if last_rows is not None else stock
+            if last is not None:  # a single block: it computed every row
+                x = x[:, last]
             continue
-        if i == 0:
+        if i == 0 and not present:
             x = torch.cat([x[:, :insert_at], t, x[:, insert_at:]], dim=1)
-        else:
-            mixed = beta * t + (1.0 - beta) * x[:, sl]
-            x = torch.cat([x[:, :insert_at], mixed, x[:, sl.stop:]], dim=1)
-        x = block_forward(block, x, mask, rows=last_rows if last else None)
+        elif t is not None:
+            x = torch.cat([x[:, :insert_at], next_tokens(t, x[:, sl], beta), x[:, sl.stop:]], dim=1)
+        x = block_forward(block, x, mask, rows=last)
     return DeepOutput(x, slice(1, 1 + k) if keep_first else sl, stock)
+
+
+def _heads(attn: nn.MultiheadAttention, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Q, K, V of ``x: [N, L, D]``, each ``[N, H, L, d]``."""
+    n, length, d = x.shape
+    h = attn.num_heads
+    qkv = F.linear(x, attn.in_proj_weight, attn.in_proj_bias)
+    return qkv.view(n, length, 3, h, d // h).permute(2, 0, 3, 1, 4).unbind(0)
+
+
+def prefixed_block(block: nn.Module, p: torch.Tensor, s: torch.Tensor, rows: torch.Tensor | None = None,
+                   ) -> tuple[torch.Tensor | None, torch.Tensor]:
+    """One causal (text) block on sequences that share their first ``P`` positions.
+
+    ``p: [G, P, D]`` are the shared rows (e.g. start-of-text + context tokens, identical for every class),
+    ``s: [G*C, S, D]`` the rest of each sequence (row ``g*C + c``: class ``c`` of group ``g``). Under causal
+    attention the shared rows never see the rest, so they are computed once per group instead of once per
+    class (exact). With ``rows`` (``[G*C]`` positions in ``s``), only those rows of ``s`` are computed and
+    ``p`` is not (a last block): returns ``(None, [G*C, 1, D])``.
+    """
+    attn = block.attn
+    g, n_p, d = p.shape
+    n, n_s, _ = s.shape
+    c = n // g
+    qp, kp, vp = _heads(attn, block.ln_1(p))  # [G, H, P, d]
+    qs, ks, vs = _heads(attn, block.ln_1(s))  # [N, H, S, d]
+    keys = torch.cat([kp.repeat_interleave(c, dim=0), ks], dim=2)  # [N, H, P + S, d]
+    values = torch.cat([vp.repeat_interleave(c, dim=0), vs], dim=2)
+    mask = torch.zeros(n_s, n_p + n_s, dtype=qs.dtype, device=s.device)  # the query's dtype (autocast)
+    mask[:, n_p:] = causal_mask(n_s, s.device, qs.dtype)
+    if rows is not None:
+        idx = torch.arange(n, device=s.device)
+        qs = qs[idx, :, rows].unsqueeze(2)  # [N, H, 1, d]
+        mask = mask[rows].unsqueeze(1).unsqueeze(1)  # [N, 1, 1, P + S]
+        s = s[idx, rows].unsqueeze(1)  # [N, 1, D]
+    else:
+        mask = mask.unsqueeze(0).unsqueeze(0)
+    out_s = F.scaled_dot_product_attention(qs, keys, values, attn_mask=mask)
+    y_s = s + F.linear(out_s.transpose(1, 2).reshape(n, -1, d), attn.out_proj.weight, attn.out_proj.bias)
+    y_s = y_s + mlp(block, block.ln_2(y_s))
+    if rows is not None:
+        return None, y_s
+    out_p = F.scaled_dot_product_attention(qp, kp, vp, is_causal=True)
+    y_p = p + F.linear(out_p.transpose(1, 2).reshape(g, n_p, d), attn.out_proj.weight, attn.out_proj.bias)
+    return y_p + mlp(block, block.ln_2(y_p)), y_s
 
 
 class VisionTower(nn.Module):
@@ -319,9 +395,48 @@ class TextTower(nn.Module):
         x = run_blocks(self.blocks, x, causal_mask(x.shape[1], x.device, x.dtype))
         return self.project(x, text.argmax(dim=-1))
 
+    def shared_prefix(self, ids: torch.Tensor, shared: int, upto: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Blocks ``[0, upto)`` on class prompts ``ids: [C, L]`` whose first ``shared`` tokens are the same for
+        every class: ``(p [1, shared, D], s [C, L - shared, D])`` (the shared rows once; exact)."""
+        x = self.embed(ids)
+        p, s = x[:1, :shared], x[:, shared:]
+        for block in self.blocks[:upto]:
+            p, s = prefixed_block(block, p, s)
+        return p, s
+
+    def run_prefixed(self, p: torch.Tensor, s: torch.Tensor, eot: torch.Tensor, start: int = 0,
+                     tokens: TokenSets | None = None, beta: float = 1.0, present: bool = True) -> torch.Tensor:
+        """Blocks ``[start, end)`` on class sequences that share their first rows, projected: ``[G*C, E]``.
+
+        ``p: [G, P, D]`` are the rows every class shares (start-of-text first; G = 1, or one group per image
+        for CoCoOp), ``s: [G*C, S, D]`` the rest, ``eot: [C]`` the end-of-text positions within the full
+        sequence ``p + s`` as given (``>= P``). ``tokens`` (one entry per block, ``None`` to carry) fill
+        the slot of ``K`` positions after start-of-text, as in :func:`run_injected`: inserted before the
+        first block unless ``present``, then ``beta``-anchored (``beta = 1``: replaced). The last block
+        computes only the end-of-text rows (exact). Equals running the full sequences (``prefixed_block``).
+        """
+        blocks = self.blocks[start:]
+        groups, n_p = p.shape[0], p.shape[1]
+        given = [t for t in (tokens or []) if t is not None]
+        k = given[0].shape[-2] if given else 0
+        if tokens is not None and len(tokens) != len(blocks):
+            raise ValueError(f"need one token set (or None) per block: {len(tokens)} for {len(blocks)} blocks")
+        rows = (eot - n_p).repeat(groups)  # [G*C]: the end-of-text rows of s
+        for i, block in enumerate(blocks):
+            t = tokens[i] if tokens is not None else None
+            if t is not None:
+                t = t.to(p.dtype)
+                t = t.unsqueeze(0).expand(groups, -1, -1) if t.dim() == 2 else t
+                if i == 0 and not present:
+                    p = torch.cat([p[:, :1], t, p[:, 1:]], dim=1)
+                else:
+                    p = torch.cat([p[:, :1], next_tokens(t, p[:, 1:1 + k], beta), p[:, 1 + k:]], dim=1)
+            p, s = prefixed_block(block, p, s, rows=rows if i == len(blocks) - 1 else None)
+        return self.ln_final(s[:, 0]) @ self.text_projection
+
     def deep_with_tokens(self, x: torch.Tensor, text: torch.Tensor, start: int, tokens: Sequence[torch.Tensor],
                          beta: float) -> torch.Tensor:
-        """Blocks ``[start, end)`` on a cached prefix ``x: [C, 77, D]``, with ``tokens`` inserted after the
+        """Blocks ``[start, end)`` on a cached prefix ``x: [C, L, D]``, with ``tokens`` inserted after the
         start-of-text token; returns projected features ``[C, E]`` (end-of-text index shifted by ``K``)."""
         k = tokens[0].shape[-2]
         mask = causal_mask(x.shape[1] + k, x.device, x.dtype)

@@ -3,18 +3,23 @@
 Formats (those of CoOp's DATASETS.md, so an existing ``DATA/`` folder works unchanged):
 - ``split_zhou_<Name>.json``: ``{"train": [[relpath, label, classname], ...], "val": [...], "test": [...]}``
   with paths relative to the data set's image folder;
-- ``split_fewshot/shot_<K>-seed_<S>.pkl``: a pickle ``{"train": [Datum], "val": [Datum]}``.
+- ``split_fewshot/shot_<K>-seed_<S>.pkl``: a pickle ``{"train": [Datum], "val": [Datum]}`` (CoOp's ImageNet
+  caches hold ``train`` only). Read with a restricted unpickler (no code runs from it), written atomically with
+  ``Datum`` under Dassl's class path, so CoOp reads ours and we read CoOp's
+  (:mod:`dasslite.data.datasets.cache`).
 """
 from __future__ import annotations
 
 import math
 import os
 import os.path as osp
-import pickle
 import random
+from collections import defaultdict
 
 from dassl.data.datasets import DatasetBase, Datum
 from dassl.utils import mkdir_if_missing, read_json, write_json
+
+from dasslite.data.datasets.cache import CacheError, check_datum_list, load_cache, save_cache
 
 SUBSAMPLE_CHOICES = ("all", "base", "new")
 
@@ -125,10 +130,11 @@ class CoOpDataset(DatasetBase):
         self.split_fewshot_dir = osp.join(self.dataset_dir, "split_fewshot")
         require(self.dataset_dir, "data set folder", type(self).__name__, self.source)
         train, val, test = self.read_data()
-        self.check_images(train, val, test)
         train, val = self.fewshot(cfg, train, val)
         subsample = cfg.DATASET.SUBSAMPLE_CLASSES
         train, val, test = subsample_classes(train, val, test, subsample=subsample)
+        self.check_labels(train, test)
+        self.check_images(train=train, val=val, test=test)
         super().__init__(train_x=train, val=val, test=test)
 
     def folder_name(self, cfg) -> str:
@@ -141,16 +147,43 @@ class CoOpDataset(DatasetBase):
         require(self.image_dir, "image folder", type(self).__name__, self.source)
         return read_split(split_path, self.image_dir)
 
-    def check_images(self, *splits: list[Datum], n_check: int = 20) -> None:
-        """Fail early if the first images of each split are missing (an incomplete extraction)."""
-        for split in splits:
-            missing = [item.impath for item in split[:n_check] if not osp.exists(item.impath)]
-            if missing:
-                raise DatasetNotFound(
-                    f"{type(self).__name__}: {len(missing)} of the first {min(n_check, len(split))} images "
-                    f"listed in the split are missing, e.g. {missing[0]}. The image folder {self.image_dir} "
-                    f"is incomplete; re-extract the archive. {self.source}"
-                )
+    def check_labels(self, train: list[Datum], test: list[Datum]) -> None:
+        """Every class that is tested must have training images (else the model has no output for it)."""
+        if not train:
+            return
+        trained = {item.label for item in train}
+        untrained = sorted({(item.label, item.classname) for item in test if item.label not in trained})
+        if untrained:
+            names = ", ".join(f"{c!r}" for _, c in untrained[:5])
+            n = len(untrained)
+            raise DatasetNotFound(
+                f"{type(self).__name__}: {n} tested {'class has' if n == 1 else 'classes have'} no training "
+                f"image ({names}) in "
+                f"{self.dataset_dir}; add images for them or remove them from the test split"
+            )
+
+    def check_images(self, n_examples: int = 3, **splits: list[Datum]) -> None:
+        """Fail before any work if an image this run will read is missing (one listing per folder, so it is
+        cheap even for ImageNet); decode errors are still reported, with the file, when the image is read."""
+        listings: dict[str, set[str]] = {}
+        missing: dict[str, list[str]] = defaultdict(list)
+        for split, items in splits.items():
+            for item in items or []:
+                folder, name = osp.split(item.impath)
+                if folder not in listings:
+                    try:
+                        listings[folder] = set(os.listdir(folder))
+                    except OSError:
+                        listings[folder] = set()
+                if name not in listings[folder]:
+                    missing[split].append(item.impath)
+        if missing:
+            parts = [f"{len(paths)} of {len(splits[split])} {split} images (e.g. {', '.join(paths[:n_examples])})"
+                     for split, paths in missing.items()]
+            raise DatasetNotFound(
+                f"{type(self).__name__}: missing images: {'; '.join(parts)}. The image folder {self.image_dir} "
+                f"is incomplete or DATASET.ROOT points elsewhere; re-extract the archive. {self.source}"
+            )
 
     def fewshot(self, cfg, train: list[Datum], val: list[Datum]) -> tuple[list[Datum], list[Datum]]:
         """``NUM_SHOTS`` per class for train and ``min(NUM_SHOTS, 4)`` for val, cached per seed."""
@@ -161,9 +194,7 @@ class CoOpDataset(DatasetBase):
         preprocessed = osp.join(self.split_fewshot_dir, f"shot_{num_shots}-seed_{seed}.pkl")
         if osp.exists(preprocessed):
             print(f"Loading preprocessed few-shot data from {preprocessed}")
-            with open(preprocessed, "rb") as f:
-                data = pickle.load(f)
-            return self._rebase(data["train"]), self._rebase(data["val"])
+            return self.read_fewshot_cache(preprocessed, val)
         rng_state = random.getstate()
         random.seed(seed)  # the sample depends on the seed only, not on what ran before
         try:
@@ -173,11 +204,25 @@ class CoOpDataset(DatasetBase):
             random.setstate(rng_state)
         print(f"Saving preprocessed few-shot data to {preprocessed}")
         mkdir_if_missing(self.split_fewshot_dir)
-        tmp = preprocessed + f".tmp{os.getpid()}"
-        with open(tmp, "wb") as f:
-            pickle.dump({"train": train, "val": val}, f, protocol=pickle.HIGHEST_PROTOCOL)
-        os.replace(tmp, preprocessed)
+        save_cache({"train": train, "val": val}, preprocessed)
         return train, val
+
+    def read_fewshot_cache(self, path: str, full_val: list[Datum]) -> tuple[list[Datum], list[Datum]]:
+        """A few-shot cache of this project, CoOp or Dassl. CoOp's ImageNet caches hold ``train`` only; the
+        val split is then empty when the data set has none (ImageNet here), else the file is refused."""
+        rebuild = "it is sampled again from SEED (the same sample) on the next run"
+        data = load_cache(path, "few-shot cache", rebuild)
+        if not isinstance(data, dict) or "train" not in data:
+            raise CacheError(f"{path}: not a few-shot cache (no 'train' list); delete it, {rebuild}")
+        train = check_datum_list(data["train"], path, "train")
+        if "val" in data:
+            val = check_datum_list(data["val"], path, "val")
+        elif not full_val:
+            val = []
+        else:
+            raise CacheError(f"{path} holds no 'val' list but {type(self).__name__} has a val split; delete it, "
+                             f"{rebuild}")
+        return self._rebase(train), self._rebase(val)
 
     def _rebase(self, items: list[Datum]) -> list[Datum]:
         """Cached few-shot files hold absolute paths; follow the data set if its root moved."""

@@ -15,6 +15,7 @@ import os.path as osp
 from dassl.data.datasets import DATASET_REGISTRY, Datum
 from dassl.utils import listdir_nohidden
 
+from clipkit.images import IMAGE_EXTS
 from clipkit.images import images_in as _images_in
 
 from .coop_split import CoOpDataset, DatasetNotFound
@@ -65,5 +66,12 @@ class ImageFolder(CoOpDataset):
         for cname in listdir_nohidden(split_dir, sort=True):
             cdir = osp.join(split_dir, cname)
             if osp.isdir(cdir):
-                items.extend((osp.join(cdir, f), cname) for f in _images_in(cdir))
+                images = _images_in(cdir)
+                if not images:
+                    raise DatasetNotFound(
+                        f"ImageFolder: the class folder {cdir} holds no images ({', '.join(IMAGE_EXTS)}); add "
+                        "images to it or remove it (an empty class would shift every label after it, or be "
+                        "scored without being trained)"
+                    )
+                items.extend((osp.join(cdir, f), cname) for f in images)
         return items

@@ -1,15 +1,22 @@
-"""ImageNet and its four test-only variants (ImageNetV2, -Sketch, -A, -R), in CoOp's layout."""
+"""ImageNet and its four test-only variants (ImageNetV2, -Sketch, -A, -R), in CoOp's layout.
+
+Listing order: this project lists the images of each class folder in sorted order, so the listing (and the
+few-shot sample drawn from it) is the same on every machine. CoOp keeps ``os.listdir`` order, which depends on
+the file system, so the two draw different few-shot samples from the same folders. ``preprocessed.pkl`` (the
+listing) and ``split_fewshot/*.pkl`` (the samples) of either are read as they are: to train on CoOp's exact
+samples, copy CoOp's ``imagenet/preprocessed.pkl`` and ``imagenet/split_fewshot/`` into ``DATA/imagenet/``.
+"""
 from __future__ import annotations
 
 import os
 import os.path as osp
-import pickle
 from collections import OrderedDict
 
 from dassl.data.datasets import DATASET_REGISTRY, DatasetBase, Datum
 from dassl.utils import listdir_nohidden
 
 from clipkit.images import images_in as _images_in
+from dasslite.data.datasets.cache import CacheError, check_datum_list, load_cache, save_cache
 
 from .coop_split import CoOpDataset, DatasetNotFound, require
 
@@ -42,9 +49,14 @@ class ImageNet(CoOpDataset):
         text_file = require(osp.join(self.dataset_dir, "classnames.txt"), "classnames.txt", name, self.source)
         preprocessed = osp.join(self.dataset_dir, "preprocessed.pkl")
         if osp.exists(preprocessed):
-            with open(preprocessed, "rb") as f:
-                data = pickle.load(f)
-            return data["train"], [], data["test"]
+            rebuild = "it is rebuilt from images/ on the next run"
+            data = load_cache(preprocessed, "ImageNet listing cache", rebuild)
+            if not isinstance(data, dict) or "train" not in data or "test" not in data:
+                raise CacheError(f"{preprocessed}: not an ImageNet listing (needs 'train' and 'test'); delete it, "
+                                 f"{rebuild}")
+            train = self._rebase(check_datum_list(data["train"], preprocessed, "train"))
+            test = self._rebase(check_datum_list(data["test"], preprocessed, "test"))
+            return train, [], test
         classnames = read_classnames(text_file)
         for split in ("train", "val"):
             require(osp.join(self.image_dir, split), f"images/{split} folder", name, self.source)
@@ -58,10 +70,7 @@ class ImageNet(CoOpDataset):
             )
         train = self._read_split(classnames, "train")
         test = self._read_split(classnames, "val")
-        tmp = preprocessed + f".tmp{os.getpid()}"
-        with open(tmp, "wb") as f:
-            pickle.dump({"train": train, "test": test}, f, protocol=pickle.HIGHEST_PROTOCOL)
-        os.replace(tmp, preprocessed)
+        save_cache({"train": train, "test": test}, preprocessed)
         return train, [], test
 
     def _read_split(self, classnames: OrderedDict[str, str], split: str) -> list[Datum]:

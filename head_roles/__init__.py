@@ -5,7 +5,7 @@
     roles.heads_for_attribute(10, "color")         # -> [1]
     mask = role_mask(roles.layer(10), roles.core_attributes, n_orig=197)   # [12, 202, 202]
 """
-from .masks import ABLATIONS, ablate, role_mask
+from .masks import ABLATIONS, ATTR_INTERACTIONS, ablate, role_mask, role_masks
 from .roles import (
     CONCEPTS,
     ROLES,
@@ -13,12 +13,13 @@ from .roles import (
     HeadRoles,
     RolesFileError,
     RolesMismatch,
+    attribute_set,
     default_roles_path,
     load_roles,
     parse_roles,
 )
 
 __all__ = [
-    "ABLATIONS", "CONCEPTS", "ROLES", "HeadRole", "HeadRoles", "RolesFileError", "RolesMismatch",
-    "ablate", "default_roles_path", "load_roles", "parse_roles", "role_mask",
+    "ABLATIONS", "ATTR_INTERACTIONS", "CONCEPTS", "ROLES", "HeadRole", "HeadRoles", "RolesFileError", "RolesMismatch",
+    "ablate", "attribute_set", "default_roles_path", "load_roles", "parse_roles", "role_mask", "role_masks",
 ]

@@ -1,51 +1,77 @@
-"""Concept Entropy: discover the head roles of any OpenAI-CLIP ViT, offline.
+"""Concept Entropy: discover the head roles of any OpenAI-CLIP ViT, as a library (no data sets, no config).
 
-    python -m head_roles.discover --backbone ViT-B/16 --images DIR --out head_roles/vit_b16_discovered.json \\
-        [--weights FILE] [--layers 4] [--num-images 500] [--texts-per-head 10] \\
-        [--specialized-quantile 0.2] [--generalization-quantile 0.2] \\
-        [--core-attributes color,shape,texture,object,location] [--compare head_roles/vit_b16.json]
+    from clipkit import load_clip
+    from head_roles.discover import QuantileRule, ThresholdRule, discover
 
-Stages (each cached under ``--cache-dir``, each with a progress bar):
-1. decomposition (TEXTSPAN): the direct contribution of every head of the last ``--layers`` layers to the
+    model = load_clip("ViT-B/16")
+    roles = discover(model, image_paths)                       # or a tensor [N, 3, R, R], CLIP-normalised
+    roles = discover(model, image_paths, rule=QuantileRule.top(0.3), cache_dir="disc.cache")   # Table 6 "Top 30%"
+    roles = discover(model, image_paths, rule=ThresholdRule(0.4, 0.7), corpus=my_texts)
+    roles.save("roles.json")                                   # a HeadRoles, validated like every roles file
+
+The command line (``python -m head_roles.discover``, data sets and Dassl configs) is
+:mod:`head_roles.discover_cli`. This module imports only torch, NumPy, clipkit and head_roles at import time;
+SBERT, HDBSCAN (scikit-learn), torchvision, PIL and matplotlib are imported when a stage needs them.
+
+Stages (each cached under ``cache_dir`` when given, each with a progress bar):
+1. decomposition (TEXTSPAN): the direct contribution of every head of the last ``n_layers`` layers to the
    image representation at [CLS], through ``ln_post`` (linearised with the image's own statistics, as
    TEXTSPAN does) and the projection;
 2. text spans: per head, a greedy search over the description corpus (``head_roles/corpus.py``) picks the
-   ``--texts-per-head`` texts that explain the most variance of the head's outputs, projecting each chosen
+   ``texts_per_head`` texts that explain the most variance of the head's outputs, projecting each chosen
    direction out of the outputs and of the corpus before the next pick;
 3. concepts: SBERT (all-MiniLM-L6-v2, offline) embeds every chosen text, HDBSCAN clusters them, each cluster
    is named by its nearest concept seed centroid (texts HDBSCAN leaves as noise by their own nearest seed);
 4. Concept Entropy: per head, the distribution of its texts over concepts and its Shannon entropy (nats);
-   the lowest ``--specialized-quantile`` are specialized (attribute when the dominant concept is a core
-   attribute, else other specialized), the highest ``--generalization-quantile`` generalization, the rest mixed;
-5. output: the roles JSON (schema of ``vit_b16.json``, plus per-head entropy and distribution), a PNG map
-   of the roles, and with ``--compare`` the agreement with another roles file.
+   a rule (:mod:`head_roles.concept_entropy`: entropy quantiles, the default, or thresholds on the normalised
+   entropy) splits the heads into specialized (attribute when the dominant concept is a core attribute, else
+   other specialized), generalization and mixed.
+The result is a :class:`~head_roles.roles.HeadRoles` (schema of ``vit_b16.json``, plus per-head entropy,
+normalised entropy, distribution and explained variance; the rule and its parameters in ``provenance``).
 """
 from __future__ import annotations
 
-import argparse
 import functools
 import hashlib
 import json
-import math
+import logging
 import os
 import os.path as osp
-import random
-from collections import Counter
+from typing import Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from .concept_entropy import (
+    DEFAULT_CORE,
+    TABLE6_QUANTILES,
+    DiscoveryError,
+    QuantileRule,
+    RoleRule,
+    ThresholdRule,
+    assign_roles,
+    distribution,
+    dominant_concept,
+    entropy,
+    normalised_entropy,
+    tied_across_split,
+)
 from .corpus import CONCEPT_SEEDS, build_corpus
 from .roles import CONCEPTS, ROLES, HeadRoles, parse_roles
 
+__all__ = [
+    "CLIP_MEAN", "CLIP_STD", "DEFAULT_CORE", "TABLE6_QUANTILES", "DiscoveryError", "QuantileRule", "RoleRule",
+    "ThresholdRule", "assign_roles", "cluster_concepts", "compare", "decompose", "discover", "distribution",
+    "entropy", "file_id", "load_images", "load_stage_cache", "model_fingerprint", "normalised_entropy", "plot_roles",
+    "save_stage_cache", "sbert_encode", "text_span",
+]
+
+logger = logging.getLogger(__name__)
+
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
-
-
-class DiscoveryError(ValueError):
-    """Bad input to the discovery pipeline; the message says what to change."""
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -139,83 +165,48 @@ def cluster_concepts(text_emb: np.ndarray, seed_emb: dict[str, np.ndarray], min_
 
 
 # ---------------------------------------------------------------------------------------------------
-# 4. Concept Entropy and roles
+# inputs, caching
 # ---------------------------------------------------------------------------------------------------
-def entropy(p: dict[str, float]) -> float:
-    """Shannon entropy in nats of a distribution given as ``{concept: probability}``."""
-    return -sum(v * math.log(v) for v in p.values() if v > 0)
-
-
-def distribution(concepts: list[str]) -> dict[str, float]:
-    counts = Counter(concepts)
-    n = sum(counts.values())
-    return {c: counts[c] / n for c in sorted(counts)}
-
-
-def assign_roles(entropies: list[float], dominant: list[str], core: list[str], q_spec: float,
-                 q_gen: float) -> list[tuple[str, str]]:
-    """(role, concept) per head: lowest ``q_spec`` entropies specialized, highest ``q_gen`` generalization."""
-    if not (0 <= q_spec <= 1 and 0 <= q_gen <= 1) or q_spec + q_gen > 1:
-        raise DiscoveryError(f"quantiles overlap or are out of range: specialized {q_spec} + generalization "
-                             f"{q_gen} must be at most 1, each in [0, 1]")
-    n = len(entropies)
-    order = sorted(range(n), key=lambda i: (entropies[i], i))  # stable: ties by head order
-    n_spec, n_gen = round(q_spec * n), round(q_gen * n)
-    out: list[tuple[str, str]] = [("mixed", "none")] * n
-    for i in order[:n_spec]:
-        out[i] = ("attribute", dominant[i]) if dominant[i] in core else ("other_specialized", dominant[i])
-    for i in order[n - n_gen:] if n_gen else []:
-        out[i] = ("generalization", dominant[i])
-    return out
-
-
-# ---------------------------------------------------------------------------------------------------
-# inputs, caching, outputs
-# ---------------------------------------------------------------------------------------------------
-def list_images(folder: str) -> list[str]:
-    from clipkit.images import list_images as find
-
-    try:
-        return find(folder)
-    except FileNotFoundError as e:
-        raise DiscoveryError(f"--images: {e}") from e
-
-
-def dataset_images(root: str, dataset_config: str) -> list[str]:
-    import dasslite
-
-    dasslite.use_dassl()
-    from dassl.config import get_cfg_default
-    from dassl.data.datasets import build_dataset
-
-    import datasets  # noqa: F401
-    from trainers import extend_cfg
-
-    cfg = get_cfg_default()
-    extend_cfg(cfg)
-    cfg.merge_from_file(dataset_config)
-    cfg.DATASET.ROOT = root
-    ds = build_dataset(cfg)
-    return [d.impath for d in (ds.train_x or ds.test)]
-
-
-def load_images(paths: list[str], resolution: int) -> torch.Tensor:
+def load_images(paths: Sequence[str], resolution: int) -> torch.Tensor:
+    """CLIP's test preprocessing (bicubic resize, centre crop, normalise): ``[len(paths), 3, R, R]``. A missing
+    or unreadable file raises :class:`DiscoveryError` naming it."""
+    from PIL import Image
     from torchvision import transforms as T
-
-    from dasslite.utils import read_image
 
     tfm = T.Compose([T.Resize(resolution, interpolation=T.InterpolationMode.BICUBIC), T.CenterCrop(resolution),
                      T.ToTensor(), T.Normalize(CLIP_MEAN, CLIP_STD)])
-    return torch.stack([tfm(read_image(p)) for p in paths])
+    out = []
+    for p in paths:
+        try:
+            with Image.open(p) as img:
+                out.append(tfm(img.convert("RGB")))
+        except (OSError, ValueError) as e:  # missing, truncated, not an image
+            raise DiscoveryError(f"cannot read image {p}: {e}") from None
+    return torch.stack(out)
+
+
+def file_id(path: str) -> list:
+    """What identifies a file's content for the stage cache: absolute path, size and modification time."""
+    st = os.stat(path)
+    return [osp.abspath(path), st.st_size, int(st.st_mtime)]
 
 
 def _key(*parts) -> str:
     return hashlib.sha256(json.dumps(parts, default=str).encode()).hexdigest()[:16]
 
 
-def _file_id(path: str) -> list:
-    st = os.stat(path)
-    return [osp.abspath(path), st.st_size, int(st.st_mtime)]
+def _tensor_digest(tensors) -> str:
+    h = hashlib.sha256()
+    for name, t in tensors:
+        t = t.detach().cpu().contiguous()
+        h.update(f"{name}:{tuple(t.shape)}:{t.dtype}".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()[:16]
+
+
+def model_fingerprint(clip_model) -> str:
+    """A digest of every weight of ``clip_model``: the stage caches' model identity when none is given."""
+    return "sha256:" + _tensor_digest(sorted(clip_model.state_dict().items()))
 
 
 @functools.lru_cache(maxsize=1)
@@ -232,62 +223,124 @@ def sbert_encode(texts: list[str]) -> np.ndarray:
     return _sbert().encode(texts, batch_size=64, show_progress_bar=False, convert_to_numpy=True)
 
 
-def discover(clip_model, weights_id, image_paths: list[str], *, n_layers: int = 4, texts_per_head: int = 10,
-             q_spec: float = 0.2, q_gen: float = 0.2, core: list[str] | None = None, corpus: list[str] | None = None,
-             min_cluster_size: int = 5, cache_dir: str | None = None, backbone: str = "",
-             batch_size: int = 64) -> HeadRoles:
-    """Run stages 1-4 and return validated :class:`HeadRoles` (extra per-head fields: entropy, distribution)."""
+def save_stage_cache(value: torch.Tensor | np.ndarray, path: str) -> None:
+    """Save a stage's tensor (a NumPy array as ``{"ndarray": tensor}``) atomically, loadable with weights_only."""
+    payload = {"ndarray": torch.from_numpy(np.ascontiguousarray(value))} if isinstance(value, np.ndarray) else value
+    tmp = f"{path}.tmp-{os.getpid()}"
+    torch.save(payload, tmp)
+    os.replace(tmp, path)
+
+
+def load_stage_cache(path: str) -> torch.Tensor | np.ndarray:
+    """Load a stage cache with ``torch.load(weights_only=True)``: no code runs from it; a refused or broken
+    file raises :class:`DiscoveryError` naming it."""
+    try:
+        value = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises UnpicklingError, RuntimeError, EOFError, ... for bad files
+        refused = "Weights only load failed" in str(e)
+        why = "it holds Python objects, not tensors (refused: nothing from it was run)" if refused else \
+            f"it is truncated or corrupt ({type(e).__name__})"
+        raise DiscoveryError(f"stage cache {path}: {why}; delete it, the stage is recomputed") from None
+    if isinstance(value, dict) and set(value) == {"ndarray"}:
+        return value["ndarray"].numpy()
+    return value
+
+
+# ---------------------------------------------------------------------------------------------------
+# the pipeline
+# ---------------------------------------------------------------------------------------------------
+def discover(clip_model, images: Sequence[str] | torch.Tensor, *, corpus: Sequence[str] | None = None,
+             rule: RoleRule | None = None, n_layers: int = 4, texts_per_head: int = 10,
+             core: Sequence[str] | None = None, min_cluster_size: int = 5, cache_dir: str | None = None,
+             model_id: str | None = None, backbone: str = "", batch_size: int = 64,
+             progress: bool = True) -> HeadRoles:
+    """Head roles of the last ``n_layers`` layers of ``clip_model`` (an OpenAI-CLIP ViT) by Concept Entropy.
+
+    ``images``: image file paths, or a tensor ``[N, 3, R, R]`` already preprocessed as CLIP does (``R`` the
+    model's input resolution; :func:`load_images` does it). ``corpus``: the description texts TEXTSPAN picks
+    from (default: :func:`head_roles.corpus.build_corpus`). ``rule``: :class:`QuantileRule` (default: the
+    paper's bottom / top 20%) or :class:`ThresholdRule`. ``core``: the concepts that are attributes (default
+    ``color, shape, texture, object, location``). ``cache_dir``: keep each stage's result there, keyed by its
+    inputs, so another rule or core set reruns in seconds; ``model_id`` names the weights in those keys
+    (default: a digest of every weight). Deterministic: the same inputs give the same roles, cached or not.
+
+    Returns validated :class:`HeadRoles`; each head's ``extra`` holds ``entropy`` (nats), ``normalised_entropy``,
+    ``distribution`` and ``explained_variance``; ``meta["provenance"]`` records the rule and its parameters.
+    """
     from clipkit.loader import describe_backbone
 
+    rule = QuantileRule() if rule is None else rule
+    if not isinstance(rule, (QuantileRule, ThresholdRule)):
+        raise DiscoveryError(f"rule must be a QuantileRule or a ThresholdRule, got {type(rule).__name__}")
     info = describe_backbone(clip_model)
     if not 1 <= n_layers <= info["layers"]:
         raise DiscoveryError(f"--layers {n_layers} must be in 1..{info['layers']} for this backbone")
-    core = core or ["color", "shape", "texture", "object", "location"]
+    core = list(DEFAULT_CORE if core is None else core)
     unknown = [c for c in core if c not in CONCEPTS or c == "none"]
-    if unknown:
-        raise DiscoveryError(f"unknown core attributes {unknown}; choose from {list(CONCEPTS[:-1])}")
+    if unknown or not core:
+        raise DiscoveryError(f"unknown core attributes {unknown or core}; choose from {list(CONCEPTS[:-1])}")
+    if texts_per_head < 1:
+        raise DiscoveryError(f"--texts-per-head {texts_per_head} must be at least 1")
     layers = list(range(info["layers"] - n_layers + 1, info["layers"] + 1))
-    corpus = corpus or build_corpus()
+    corpus = list(build_corpus() if corpus is None else corpus)
+    if not corpus:
+        raise DiscoveryError("the corpus is empty")
+    res = info["input_resolution"]
+    if isinstance(images, torch.Tensor):
+        if images.dim() != 4 or tuple(images.shape[1:]) != (3, res, res) or not len(images):
+            raise DiscoveryError(f"image tensor of shape {tuple(images.shape)}; this CLIP needs [N, 3, {res}, {res}] "
+                                 "(preprocess with head_roles.discover.load_images)")
+        n_images = len(images)
+    else:
+        images = list(images)
+        if not images:
+            raise DiscoveryError("no images given")
+        n_images = len(images)
+    image_id = None
     if cache_dir:
         os.makedirs(cache_dir, exist_ok=True)
+        model_id = model_id or model_fingerprint(clip_model)
+        image_id = (["tensor", _tensor_digest([("images", images)])] if isinstance(images, torch.Tensor)
+                    else [file_id(p) for p in images])
 
-    def cached(name: str, key: str, compute):
-        path = osp.join(cache_dir, f"{name}_{key}.pt") if cache_dir else None
+    def cached(name: str, key: tuple, compute):
+        path = osp.join(cache_dir, f"{name}_{_key(*key)}.pt") if cache_dir else None
         if path and osp.exists(path):
-            return torch.load(path, weights_only=False)
+            return load_stage_cache(path)
         value = compute()
         if path:
-            torch.save(value, path + ".tmp")
-            os.replace(path + ".tmp", path)
+            save_stage_cache(value, path)
         return value
 
-    res = info["input_resolution"]
+    device = next(clip_model.parameters()).device
 
     def stage1():
         outs = []
-        for i in tqdm(range(0, len(image_paths), batch_size), desc="1/4 decompose heads", unit="batch"):
-            imgs = load_images(image_paths[i:i + batch_size], res)
-            outs.append(decompose(clip_model, imgs, layers)["heads"].float())
+        for i in tqdm(range(0, n_images, batch_size), desc="1/4 decompose heads", unit="batch", disable=not progress):
+            batch = images[i:i + batch_size]
+            imgs = batch if isinstance(batch, torch.Tensor) else load_images(batch, res)
+            outs.append(decompose(clip_model, imgs.to(device), layers)["heads"].float().cpu())
         return torch.cat(outs)  # [N, L, H, E]
 
-    heads = cached("heads", _key(weights_id, image_paths, layers), stage1)
+    heads = cached("heads", (model_id, image_id, layers), stage1)
 
     def stage2():
         from clipkit.text import encode_prompts
 
-        feats = [encode_prompts(clip_model, corpus[i:i + 256], torch.device("cpu"))
-                 for i in tqdm(range(0, len(corpus), 256), desc="2/4 encode corpus", unit="batch")]
-        return torch.cat(feats)
+        feats = [encode_prompts(clip_model, corpus[i:i + 256]).cpu()
+                 for i in tqdm(range(0, len(corpus), 256), desc="2/4 encode corpus", unit="batch",
+                               disable=not progress)]
+        return torch.cat(feats)  # [M, E]
 
-    text_emb = cached("corpus", _key(weights_id, corpus), stage2)
+    text_emb = cached("corpus", (model_id, corpus), stage2)
     spans = {}
-    for li, layer in enumerate(tqdm(layers, desc="2/4 text spans", unit="layer")):
+    for li, layer in enumerate(tqdm(layers, desc="2/4 text spans", unit="layer", disable=not progress)):
         for h in range(info["heads"]):
             spans[(layer, h)] = text_span(heads[:, li, h], text_emb, texts_per_head)
 
+    logger.info("3/4 concepts: SBERT + HDBSCAN")
     unique = sorted({corpus[j] for idx, _ in spans.values() for j in idx})
-    sbert = cached("sbert", _key(unique), lambda: sbert_encode(unique))
-    print("3/4 concepts: SBERT + HDBSCAN")
+    sbert = cached("sbert", (unique,), lambda: sbert_encode(unique))
     seed_texts = [t for ts in CONCEPT_SEEDS.values() for t in ts]
     seed_emb = sbert_encode(seed_texts)
     seeds, i = {}, 0
@@ -297,22 +350,27 @@ def discover(clip_model, weights_id, image_paths: list[str], *, n_layers: int = 
     names = cluster_concepts(np.asarray(sbert), seeds, min_cluster_size)
     concept_of = dict(zip(unique, names))
 
+    logger.info("4/4 Concept Entropy: %s rule", rule.name)
     keys = list(spans)
     dists = [distribution([concept_of[corpus[j]] for j in spans[k][0]]) for k in keys]
     ents = [entropy(d) for d in dists]
-    dominant = [max(d, key=lambda c: (d[c], c)) for d in dists]
-    roles = assign_roles(ents, dominant, core, q_spec, q_gen)
+    n_concepts = len(CONCEPT_SEEDS)
+    roles = assign_roles(ents, [dominant_concept(d) for d in dists], core, rule, n_concepts)
+    splits = ["specialized" if r in ("attribute", "other_specialized") else r for r, _ in roles]
     doc = {
         "schema_version": 1, "backbone": backbone or "unknown", "num_layers": info["layers"],
         "num_heads": info["heads"], "width": info["width"],
         "indexing": "layers count from 1, heads from 0", "layers": layers, "core_attributes": core,
         "concepts": sorted(set(names)),
-        "provenance": {"method": "Concept Entropy (head_roles.discover)", "num_images": len(image_paths),
-                       "texts_per_head": texts_per_head, "corpus_size": len(corpus),
-                       "specialized_quantile": q_spec, "generalization_quantile": q_gen,
+        "provenance": {"method": "Concept Entropy (head_roles.discover)", "rule": rule.provenance(),
+                       "entropy": "Shannon entropy (nats) of the head's texts over concepts; normalised_entropy = "
+                                  f"entropy / log(n_concepts), n_concepts = {n_concepts}",
+                       "n_concepts": n_concepts, "heads_tied_across_roles": tied_across_split(ents, splits),
+                       "num_images": n_images, "texts_per_head": texts_per_head, "corpus_size": len(corpus),
                        "min_cluster_size": min_cluster_size},
         "heads": [{"layer": k[0], "head": k[1], "role": r, "concept": c,
                    "phrases": [corpus[j] for j in spans[k][0]], "entropy": round(e, 4),
+                   "normalised_entropy": round(normalised_entropy(e, n_concepts), 4),
                    "distribution": {n: round(v, 4) for n, v in d.items()},
                    "explained_variance": [round(v, 4) for v in spans[k][1]]}
                   for k, (r, c), e, d in zip(keys, roles, ents, dists)],
@@ -368,57 +426,9 @@ def plot_roles(roles: HeadRoles, path: str) -> None:
     plt.close(fig)
 
 
-def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--backbone", default="ViT-B/16", help="OpenAI CLIP name (weights found as by train.py)")
-    p.add_argument("--weights", default="", help="a CLIP weights file (MODEL.BACKBONE.PATH)")
-    p.add_argument("--images", default="", help="a folder of images (searched recursively)")
-    p.add_argument("--root", default="", help="with --dataset-config-file: a data set from datasets/")
-    p.add_argument("--dataset-config-file", default="")
-    p.add_argument("--out", required=True, help="roles JSON to write (a .png map is written beside it)")
-    p.add_argument("--layers", type=int, default=4, help="analyse the last N layers")
-    p.add_argument("--num-images", type=int, default=500)
-    p.add_argument("--texts-per-head", type=int, default=10)
-    p.add_argument("--specialized-quantile", type=float, default=0.2)
-    p.add_argument("--generalization-quantile", type=float, default=0.2)
-    p.add_argument("--core-attributes", default="color,shape,texture,object,location")
-    p.add_argument("--min-cluster-size", type=int, default=5)
-    p.add_argument("--corpus", default="", help="a text file of descriptions (default: the built-in corpus)")
-    p.add_argument("--cache-dir", default="", help="default: <out>.cache/")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--compare", default="", help="another roles JSON to compare with")
-    args = p.parse_args(argv)
+if __name__ == "__main__":  # python -m head_roles.discover: the command line lives in discover_cli
+    import sys
 
-    from clipkit import load_clip
-    from clipkit.loader import resolve_clip_weights
+    from head_roles.discover_cli import main
 
-    if bool(args.images) == bool(args.root and args.dataset_config_file):
-        raise DiscoveryError("give either --images DIR or --root with --dataset-config-file")
-    paths = list_images(args.images) if args.images else dataset_images(args.root, args.dataset_config_file)
-    if len(paths) > args.num_images:
-        paths = sorted(random.Random(args.seed).sample(paths, args.num_images))
-    weights = resolve_clip_weights(args.backbone, args.weights)
-    model = load_clip(args.backbone, args.weights)
-    corpus = None
-    if args.corpus:
-        with open(args.corpus) as f:
-            corpus = [line.strip() for line in f if line.strip()]
-    roles = discover(model, _file_id(weights), paths, n_layers=args.layers, texts_per_head=args.texts_per_head,
-                     q_spec=args.specialized_quantile, q_gen=args.generalization_quantile,
-                     core=[c.strip() for c in args.core_attributes.split(",") if c.strip()], corpus=corpus,
-                     min_cluster_size=args.min_cluster_size, cache_dir=args.cache_dir or args.out + ".cache",
-                     backbone=args.backbone if not args.weights else osp.basename(args.weights))
-    os.makedirs(osp.dirname(osp.abspath(args.out)), exist_ok=True)
-    roles.save(args.out)
-    png = osp.splitext(args.out)[0] + ".png"
-    plot_roles(roles, png)
-    counts = roles.role_counts()
-    print(f"wrote {args.out} and {png}: " + ", ".join(f"{r} {counts.get(r, 0)}" for r in ROLES))
-    if args.compare:
-        from .roles import load_roles
-
-        print(compare(roles, load_roles(args.compare)))
-
-
-if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -5,8 +5,10 @@ import hashlib
 import json
 import os
 import os.path as osp
+import re
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Sequence
 
 ROLES = ("attribute", "other_specialized", "generalization", "mixed")
 CONCEPTS = ("location", "object", "color", "shape", "texture", "animal", "human", "text", "number", "style",
@@ -125,6 +127,29 @@ class HeadRoles:
         return HeadRoles(self.backbone, self.num_layers, self.num_heads, self.width, self.layers,
                          self.core_attributes, tuple(heads), source=f"{self.source} [{note}]", meta=self.meta)
 
+    def specialized_counts(self) -> Counter:
+        """Heads per concept among the specialized ones (attribute and other specialized)."""
+        return Counter(h.concept for h in self.heads if h.role in ("attribute", "other_specialized"))
+
+    def with_attributes(self, attributes: Sequence[str]) -> HeadRoles:
+        """The roles with ``attributes`` as the core attributes (the concepts that get tokens, in this order):
+        a specialized head of one of them becomes an attribute head, an attribute head of a concept not among
+        them becomes other specialized (so it is isolated). Generalization and mixed heads are unchanged."""
+        attributes = tuple(attributes)
+        bad = [a for a in attributes if a not in CONCEPTS or a == "none"]
+        if not attributes or bad or len(set(attributes)) != len(attributes):
+            raise RolesFileError(f"attributes {list(attributes)} must be distinct concepts from {CONCEPTS[:-1]}")
+        if attributes == self.core_attributes:
+            return self
+        heads = []
+        for h in self.heads:
+            role = h.role
+            if role in ("attribute", "other_specialized"):
+                role = "attribute" if h.concept in attributes else "other_specialized"
+            heads.append(HeadRole(h.layer, h.head, role, h.concept, h.phrases, h.extra))
+        return HeadRoles(self.backbone, self.num_layers, self.num_heads, self.width, self.layers, attributes,
+                         tuple(heads), source=f"{self.source} [attributes={','.join(attributes)}]", meta=self.meta)
+
     def to_dict(self) -> dict:
         doc = dict(self.meta)
         doc.update({
@@ -150,15 +175,28 @@ def default_roles_path(backbone: str) -> str:
     return osp.join(HERE, f"{stem}.json")
 
 
+BACKBONE_NAME = re.compile(r"(ViT-[A-Za-z]+/\d+(@\d+px)?|RN\d+(x\d+)?)")  # OpenAI's names: ViT-B/16, RN50x4, ...
+
+
+def _looks_like_path(name: str) -> bool:
+    """A roles-file path rather than a backbone name (``ViT-B/16`` has a slash but is a name)."""
+    return name.endswith(".json") or (("/" in name or os.sep in name) and not BACKBONE_NAME.fullmatch(name))
+
+
 def load_roles(path_or_backbone: str) -> HeadRoles:
     """Load and validate a roles file given its path or a backbone name such as ``ViT-B/16``."""
     path = path_or_backbone
     if not osp.isfile(path):
+        if _looks_like_path(path):
+            raise FileNotFoundError(f"Head-roles file {path} does not exist. Pass the path of a roles JSON file "
+                                    "(TRAINER.<NAME>.ROLES_FILE), or create one with `python -m head_roles.discover`.")
         path = default_roles_path(path_or_backbone)
         if not osp.isfile(path):
+            shipped = sorted(f for f in os.listdir(HERE) if f.endswith(".json"))
             raise FileNotFoundError(
-                f"No head-roles file for {path_or_backbone!r} (looked for {path_or_backbone} and {path}). "
-                "Pass the path of a roles JSON file, or create one with `python -m head_roles.discover`."
+                f"No head-roles file ships for backbone {path_or_backbone!r} (it would be {path}; shipped: "
+                f"{', '.join(shipped)}). Pass the path of a roles JSON file (TRAINER.<NAME>.ROLES_FILE), or "
+                "create one with `python -m head_roles.discover`."
             )
     try:
         with open(path, encoding="utf-8") as f:
@@ -210,9 +248,9 @@ def parse_roles(doc: dict, source: str = "<dict>") -> HeadRoles:
                 raise RolesFileError(f"{where} lacks {key!r}")
         layer, head, role, concept = e["layer"], e["head"], e["role"], e["concept"]
         where = f"{source}: heads[{i}] (layer {layer}, head {head})"
-        if not isinstance(layer, int) or layer not in layers:
+        if isinstance(layer, bool) or not isinstance(layer, int) or layer not in layers:
             raise RolesFileError(f"{where}: layer must be one of 'layers' {layers} (layers count from 1)")
-        if not isinstance(head, int) or not 0 <= head < num_heads:
+        if isinstance(head, bool) or not isinstance(head, int) or not 0 <= head < num_heads:
             raise RolesFileError(f"{where}: head must be in 0..{num_heads - 1} (heads count from 0)")
         if (layer, head) in seen:
             raise RolesFileError(f"{where}: duplicate of heads[{seen[(layer, head)]}]; keep one role per head")
@@ -239,3 +277,24 @@ def parse_roles(doc: dict, source: str = "<dict>") -> HeadRoles:
     meta = {k: v for k, v in doc.items() if k not in known}
     return HeadRoles(backbone, num_layers, num_heads, width, tuple(sorted(layers)), tuple(core),
                      tuple(sorted(heads, key=lambda h: (h.layer, h.head))), source=source, meta=meta)
+
+
+def attribute_set(roles: HeadRoles, k: int) -> tuple[str, ...]:
+    """The ``k`` concepts that get tokens when the paper's K varies (its Table 6; it does not list them).
+
+    Rule: the concepts with the most specialized heads, keeping the roles file's core set as the backbone:
+    ``k <= len(core)`` keeps the ``k`` core attributes with the most attribute heads; ``k > len(core)`` adds
+    the non-core concepts with the most specialized heads. Ties break by the order of :data:`CONCEPTS`.
+    For ViT-B/16's Table 2: K=3 is location, object, texture; K=7 adds human and text to the five.
+    """
+    counts = roles.specialized_counts()
+    core = list(roles.core_attributes)
+    if k < 1:
+        raise ValueError(f"k={k} must be >= 1")
+    if k <= len(core):
+        keep = sorted(core, key=lambda c: (-counts[c], CONCEPTS.index(c)))[:k]
+        return tuple(c for c in core if c in keep)
+    others = sorted((c for c in counts if c not in core), key=lambda c: (-counts[c], CONCEPTS.index(c)))
+    if len(core) + len(others) < k:
+        raise ValueError(f"only {len(core) + len(others)} concepts have specialized heads; cannot pick {k}")
+    return tuple(core + others[: k - len(core)])

@@ -18,7 +18,7 @@ if [ "${TRAINER}" != "ZeroshotCLIP" ]; then
         LOADEP=$("${PYTHON}" train.py "${COMMON[@]}" --print-config "${EXTRA[@]}" \
                  | awk '/^OPTIM:/{o=1} o && /MAX_EPOCH:/{print $2; exit}')
     fi
-    [ -d "${MODEL_DIR}" ] || { echo "No trained model in ${MODEL_DIR}; run base2new_train.sh first" >&2; exit 1; }
+    require_trained "${MODEL_DIR}" "${LOADEP}" base2new_train.sh
     LOAD=(--model-dir "${MODEL_DIR}" --load-epoch "${LOADEP}")
 fi
 echo "Run: ${DIR}"
@@ -28,4 +28,5 @@ echo "Run: ${DIR}"
     --eval-only \
     DATASET.NUM_SHOTS "${SHOTS}" \
     DATASET.SUBSAMPLE_CLASSES new \
+    TASK B2N \
     "${EXTRA[@]}"

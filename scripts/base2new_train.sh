@@ -25,4 +25,5 @@ echo "Run: ${DIR}"
     "${EVAL[@]}" \
     DATASET.NUM_SHOTS "${SHOTS}" \
     DATASET.SUBSAMPLE_CLASSES base \
+    TASK B2N \
     "${EXTRA[@]}"

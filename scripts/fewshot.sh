@@ -13,4 +13,4 @@ echo "Run: ${DIR}"
 "${PYTHON}" train.py --root "${DATA}" --seed "${SEED}" --trainer "${TRAINER}" \
     --dataset-config-file "configs/datasets/${DATASET}.yaml" --config-file "configs/${CFG}.yaml" \
     --output-dir "${DIR}" "${EVAL[@]}" \
-    DATASET.NUM_SHOTS "${SHOTS}" DATASET.SUBSAMPLE_CLASSES all "${EXTRA[@]}"
+    DATASET.NUM_SHOTS "${SHOTS}" DATASET.SUBSAMPLE_CLASSES all TASK FS "${EXTRA[@]}"

@@ -13,13 +13,13 @@ DIR=${OUTPUT}/xd/test/${SOURCE}_to_${DATASET}/shots_${SHOTS}/${TRAINER}/${CFG}/s
 skip_if_finished "${DIR}"
 ARGS=()
 if [ "${TRAINER}" != "ZeroshotCLIP" ]; then
-    [ -d "${MODEL_DIR}" ] || { echo "No trained model in ${MODEL_DIR}; run xd_train.sh first" >&2; exit 1; }
     LOADEP=${LOADEP:-$("${PYTHON}" train.py --config-file "configs/${CFG}.yaml" --print-config "${EXTRA[@]}" \
              | awk '/^OPTIM:/{o=1} o && /MAX_EPOCH:/{print $2; exit}')}
+    require_trained "${MODEL_DIR}" "${LOADEP}" xd_train.sh
     ARGS=(--model-dir "${MODEL_DIR}" --load-epoch "${LOADEP}")
     [ "${TRAINER}" = "DeAR" ] && EXTRA+=(TRAINER.DEAR.INFERENCE cls)
 fi
 echo "Run: ${DIR}"
 "${PYTHON}" train.py --root "${DATA}" --seed "${SEED}" --trainer "${TRAINER}" \
     --dataset-config-file "configs/datasets/${DATASET}.yaml" --config-file "configs/${CFG}.yaml" \
-    --output-dir "${DIR}" "${ARGS[@]}" --eval-only DATASET.SUBSAMPLE_CLASSES all "${EXTRA[@]}"
+    --output-dir "${DIR}" "${ARGS[@]}" --eval-only DATASET.SUBSAMPLE_CLASSES all TASK CD "${EXTRA[@]}"

@@ -11,4 +11,4 @@ skip_if_finished "${DIR}"
 echo "Run: ${DIR}"
 "${PYTHON}" train.py --root "${DATA}" --seed "${SEED}" --trainer "${TRAINER}" \
     --dataset-config-file "configs/datasets/${DATASET}.yaml" --config-file "configs/${CFG}.yaml" \
-    --output-dir "${DIR}" DATASET.NUM_SHOTS "${SHOTS}" DATASET.SUBSAMPLE_CLASSES all "${EXTRA[@]}"
+    --output-dir "${DIR}" DATASET.NUM_SHOTS "${SHOTS}" DATASET.SUBSAMPLE_CLASSES all TASK CD "${EXTRA[@]}"

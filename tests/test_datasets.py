@@ -142,3 +142,23 @@ def test_malformed_split_file(tmp_path):
         f.write('{"train": [["a.jpg", 0]], "val": [], "test": []}')
     with pytest.raises(ValueError, match=r"train\[0\] must be \[path, label, classname\]"):
         build(tmp_path, "UCF101")
+
+
+def test_fake_data_is_the_same_in_every_process(tmp_path):
+    """Images depend on (label, split, index) only: not on PYTHONHASHSEED (hash() of a str is salted)."""
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    digests = []
+    for seed in ("1", "2"):
+        code = ("import hashlib, pathlib, sys; from tools.fake_data import make_dataset; "
+                "make_dataset(sys.argv[1], 'DescribableTextures', n_classes=2); "
+                "files = sorted(pathlib.Path(sys.argv[1]).rglob('*.jpg')); "
+                "print(hashlib.sha256(b''.join(p.read_bytes() for p in files)).hexdigest())")
+        out = subprocess.run([sys.executable, "-c", code, str(tmp_path / seed)], cwd=ROOT, capture_output=True,
+                             text=True, env=dict(os.environ, PYTHONHASHSEED=seed))
+        assert out.returncode == 0, out.stderr
+        digests.append(out.stdout.strip())
+    assert digests[0] == digests[1]

@@ -8,6 +8,7 @@ import pytest
 import torch
 from conftest import ROOT, make_cfg
 
+from clipkit.prompted import LearnerMismatch
 from head_roles import RolesMismatch, load_roles
 from tools.fake_data import make_dataset, write_tiny_roles
 
@@ -97,7 +98,6 @@ def test_inference_modes(setup, tmp_path):
         tr.model.learner.fusion_weights.copy_(torch.tensor([0.0, 3.0, 0.0, 0.0, 0.0, 0.0]))
     img = torch.randn(4, 3, 32, 32)
     tr.model.eval()
-    tr.model.cache_text_features()
     fused, cls = tr.model.predict(img, "fusion"), tr.model.predict(img, "cls")
     assert not torch.allclose(fused, cls)
     out = tr.model(img)
@@ -136,7 +136,7 @@ def test_save_load_reproduces_accuracy_and_refuses_other_roles(setup, tmp_path):
     fresh.load_model(str(tmp_path), epoch=3)
     assert fresh.test() == pytest.approx(acc)
     other = build(setup, tmp_path / "other", **{"TRAINER.DEAR.MASK": "random_shuffle"})
-    with pytest.raises(RolesMismatch, match="other head roles"):
+    with pytest.raises(LearnerMismatch, match=r"TRAINER.DEAR.MASK: 'role' in the checkpoint, 'random_shuffle' here"):
         other.load_model(str(tmp_path), epoch=3)
     with pytest.raises(FileNotFoundError, match="--load-epoch"):
         fresh.load_model(str(tmp_path), epoch=7)
@@ -178,17 +178,19 @@ def test_base2new_scripts_and_parser_end_to_end(setup, tmp_path):
     assert (tmp_path / "r.csv").read_text().startswith("Method,Dataset,Base,Novel,HM")
 
 
-def test_text_truncation_is_exact(setup, tmp_path):
-    """Dropping the padding after the last end-of-text token gives the full-length text features."""
+def test_text_path_is_exact(setup, tmp_path):
+    """The cut prompts with the class-shared prefix computed once give the full 77-token text features."""
+    from clipkit.prompts import template_prompts, tokenize
     from clipkit.surgery import causal_mask, run_blocks
 
     tr = build(setup, tmp_path)
     model = tr.model
-    assert model.text_ids.shape[1] < model.clip.context_length
+    assert model.text_s.shape[1] + model.text_p.shape[1] < model.clip.context_length
+    assert model.text_p.shape[1] == 2  # start-of-text and "class", the first word of every name, are shared
     with torch.no_grad():
         model.learner.text_tokens.normal_()
         ours = model.text_features()
-        full_ids = torch.nn.functional.pad(model.text_ids, (0, model.clip.context_length - model.text_ids.shape[1]))
+        full_ids = tokenize(list(template_prompts(model.classnames, model.template, 77).texts), 77)
         x = model.text.embed(full_ids)
         x = run_blocks(model.text.blocks[:model.text_start], x, causal_mask(x.shape[1]))
         full = model.text.deep_with_tokens(x, full_ids, model.text_start, list(model.learner.text_tokens), 0.9)
@@ -222,15 +224,36 @@ def test_fewshot_and_cross_dataset_scripts(setup, tmp_path):
     assert (tmp_path / "output/fewshot/dtd/shots_2/DeAR/dear/seed1/log.txt").read_text().count("* accuracy") == 1
 
 
-def test_predict_cli_prints_topk_and_fusion_weights(setup, tmp_path):
-    build(setup, tmp_path, **{"OPTIM.MAX_EPOCH": 1}).train()
+def test_predict_cli_from_the_run_folder_alone(setup, tmp_path):
+    """The run's config.yaml gives the CLIP file, the roles file and INPUT.SIZE: none is repeated."""
+    env = dict(os.environ, CLIP_OFFLINE="1")
+    train = subprocess.run(
+        [sys.executable, "train.py", "--root", str(setup["root"] / "data"), "--trainer", "DeAR", "--config-file",
+         "configs/dear.yaml", "--dataset-config-file", "configs/datasets/dtd.yaml", "--output-dir", str(tmp_path),
+         "--seed", "1", "MODEL.BACKBONE.PATH", setup["clip"], "TRAINER.DEAR.ROLES_FILE", setup["roles"],
+         "INPUT.SIZE", "(32, 32)", "OPTIM.MAX_EPOCH", "1", "DATALOADER.NUM_WORKERS", "0", "DATASET.NUM_SHOTS", "2"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
+    assert train.returncode == 0, train.stderr[-2000:]
     img_dir = setup["root"] / "data" / "dtd" / "images" / "class_a"
-    out = subprocess.run(
-        [sys.executable, "-m", "trainers.predict", "--model-dir", str(tmp_path), "--load-epoch", "1",
-         "--classnames", "class a,class b,class c", "--image", str(img_dir), "--topk", "2",
-         "MODEL.BACKBONE.PATH", setup["clip"], "TRAINER.DEAR.ROLES_FILE", setup["roles"], "INPUT.SIZE", "(32, 32)"],
-        cwd=ROOT, capture_output=True, text=True, timeout=300, env=dict(os.environ, CLIP_OFFLINE="1"))
+
+    def predict(*extra):
+        return subprocess.run([sys.executable, "-m", "trainers.predict", "--model-dir", str(tmp_path), *extra,
+                               "--classnames", "class a,class b,class c", "--image", str(img_dir), "--topk", "2"],
+                              cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
+
+    out = predict("--load-epoch", "1")
     assert out.returncode == 0, out.stderr[-2000:]
     assert "fusion weights: cls=0.7" in out.stdout
     assert out.stdout.count("per path: cls (alpha") == 6  # 6 images of class_a (3 train, 1 val, 2 test)
     assert re.search(r"color \(alpha 0\.0\d+\) -> class [abc]", out.stdout)
+    missing = predict("--load-epoch", "7")  # checked before CLIP is loaded, in one line
+    assert missing.returncode == 2 and "no checkpoint for epoch 7 (saved epochs: 1)" in missing.stderr
+    assert "Traceback" not in missing.stderr
+
+
+def test_fusion_lr_multiplier_gives_the_fusion_weights_their_own_rate(setup, tmp_path):
+    tr = build(setup, tmp_path, **{"TRAINER.DEAR.FUSION_LR_MULT": 10.0, "OPTIM.LR": 0.01})
+    groups = tr.optim.param_groups
+    assert len(groups) == 2 and groups[1]["params"] == [tr.model.learner.fusion_weights]
+    assert groups[0]["lr"] == pytest.approx(0.01) and groups[1]["lr"] == pytest.approx(0.1)
+    assert len(build(setup, tmp_path / "one").optim.param_groups) == 1  # default: the paper's single rate

@@ -121,3 +121,22 @@ def test_ablations(roles):
     assert s1.role_counts() == roles.role_counts()  # a permutation keeps the counts
     with pytest.raises(ValueError, match="isolate_all"):
         ablate(roles, "everything")
+
+
+def test_roles_file_messages_name_the_file(tmp_path):
+    import json
+
+    import pytest
+
+    from head_roles import RolesFileError, load_roles
+
+    with pytest.raises(FileNotFoundError, match=r"Head-roles file out/world/roles\.json does not exist"):
+        load_roles("out/world/roles.json")  # a path: named as given, no mangled default
+    with pytest.raises(FileNotFoundError, match=r"No head-roles file ships for backbone 'ViT-L/14'.*shipped: vit_b16"):
+        load_roles("ViT-L/14")
+    doc = json.loads(open(load_roles("ViT-B/16").source).read())
+    doc["heads"][0]["head"] = True  # JSON true is not head 1
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps(doc))
+    with pytest.raises(RolesFileError, match=r"heads\[0\] .*head must be in 0\.\.11"):
+        load_roles(str(bad))

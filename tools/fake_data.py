@@ -28,6 +28,9 @@ TEST_ONLY = {
     "ImageNetR": ("imagenet-rendition", "imagenet-r"),
 }
 ALL_DATASETS = list(SPLIT_DATASETS) + ["FGVCAircraft", "ImageNet"] + list(TEST_ONLY)
+# Noise seed offsets per split: images depend on (label, split, index) only, the same in every process
+# (``hash()`` of a tuple with a str is salted per process by PYTHONHASHSEED).
+_SPLIT_OFFSET = {"train": 0, "val": 300, "test": 600}
 
 
 def class_names(n: int) -> list[str]:
@@ -44,6 +47,7 @@ def write_image(path: str, label: int, idx: int, size: int = 32) -> None:
 
 
 def make_split_dataset(root: str, name: str, n_classes: int = 4, per_split=(3, 1, 2)) -> str:
+    """``per_split``: images per class in (train, val, test); at most 300 each."""
     ddir, idir, split_file = SPLIT_DATASETS[name]
     image_root = osp.join(root, ddir, idir)
     split = {"train": [], "val": [], "test": []}
@@ -51,7 +55,7 @@ def make_split_dataset(root: str, name: str, n_classes: int = 4, per_split=(3, 1
         for s, n in zip(("train", "val", "test"), per_split):
             for i in range(n):
                 rel = f"{cname}/{s}_{i}.jpg"
-                write_image(osp.join(image_root, rel), label, hash((s, i)) % 1000)
+                write_image(osp.join(image_root, rel), label, _SPLIT_OFFSET[s] + i)
                 split[s].append([rel, label, cname.replace("_", " ")])
     with open(osp.join(root, ddir, split_file), "w") as f:
         json.dump(split, f)
@@ -127,9 +131,11 @@ def make_image_folder(root: str, n_classes: int = 4, per_split=(3, 2), as_csv: b
     return ddir
 
 
-def make_dataset(root: str, name: str, n_classes: int = 4) -> str:
+def make_dataset(root: str, name: str, n_classes: int = 4, per_split: tuple[int, int, int] | None = None) -> str:
+    """A fake tree for the data set ``name``; ``per_split`` (train, val, test images per class) for the nine
+    split-file data sets."""
     if name in SPLIT_DATASETS:
-        return make_split_dataset(root, name, n_classes)
+        return make_split_dataset(root, name, n_classes, per_split or (3, 1, 2))
     if name == "FGVCAircraft":
         return make_fgvc(root, n_classes)
     if name == "ImageNet":

@@ -52,7 +52,7 @@ def retrieval_grid(model, images: torch.Tensor, queries: dict[str, str], out: st
     attrs = list(model.learner.attributes)
     with torch.no_grad():
         feats = model.image_features(images)["f_attr"]  # [N, K, E]
-        model.set_classes([queries[a] for a in attrs])
+        model.set_classes([queries[a] for a in attrs], "{}")
         text = model.text_features()  # [K, E]
     picks = {}
     fig, axes = plt.subplots(len(attrs), top, figsize=(1.1 * top, 1.25 * len(attrs)))
@@ -79,15 +79,15 @@ def main(argv: list[str] | None = None) -> None:
     import dasslite
 
     dasslite.use_dassl()
-    from dassl.config import get_cfg_default
     from dassl.data.transforms import build_transform
     from dassl.utils import read_image
 
     from clipkit import load_clip
+    from clipkit.config import load_config
+    from clipkit.trainer import load_learner
     from head_roles import load_roles
     from head_roles.discover import plot_roles
-    from trainers import extend_cfg
-    from trainers.dear import DeARModel, load_learner
+    from trainers.dear import DeAR
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--runs", nargs="+", required=True,
@@ -104,12 +104,10 @@ def main(argv: list[str] | None = None) -> None:
     roles = load_roles(args.roles)
     plot_roles(roles, osp.join(args.out, "head_roles.png"))
 
-    cfg = get_cfg_default()
-    extend_cfg(cfg)
-    cfg.merge_from_file(args.config)
-    cfg.merge_from_list(["MODEL.BACKBONE.PATH", args.clip, "TRAINER.DEAR.ROLES_FILE", args.roles] + args.opts)
+    cfg = load_config(args.config, opts=["MODEL.BACKBONE.PATH", args.clip, "TRAINER.DEAR.ROLES_FILE", args.roles]
+                      + args.opts)
     clip_model = load_clip(cfg.MODEL.BACKBONE.NAME, cfg.MODEL.BACKBONE.PATH)
-    model = DeARModel(clip_model, roles, cfg.TRAINER.DEAR).eval()
+    model = DeAR.make_model(cfg, clip_model).eval()
 
     runs = []
     for r in args.runs:
@@ -120,7 +118,7 @@ def main(argv: list[str] | None = None) -> None:
                        key=lambda f: int(f.rsplit("-", 1)[1]))
         if not ckpts:
             continue
-        load_learner(model.learner, ckpts[-1], "figures")
+        load_learner(model.learner, ckpts[-1])
         parts = run.rstrip("/").split(osp.sep)
         # .../<dataset>/shots_<K>/<trainer>/<config>/seed<S>
         rows[f"{parts[-5] if len(parts) >= 5 else run} {parts[-1]}"] = model.learner.alpha.tolist()

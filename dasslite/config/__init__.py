@@ -1,7 +1,15 @@
-"""Default configuration, key for key the one of Dassl.pytorch 0.6.3 that CoOp-family configs set."""
+"""Default configuration, key for key the one of Dassl.pytorch 0.6.3 that CoOp-family configs set, plus the
+engine keys of this project (:data:`ENGINE_KEYS`), and :func:`check_cfg`, which rejects values no engine can
+run with before anything is written."""
+from __future__ import annotations
+
 from yacs.config import CfgNode as CN
 
-__all__ = ["get_cfg_default", "CN"]
+__all__ = ["get_cfg_default", "CN", "check_cfg", "extend_engine_cfg", "ConfigValueError", "ENGINE_KEYS",
+           "FINAL_MODELS"]
+
+FINAL_MODELS = ("last_step", "best_val")
+TEST_SPLITS = ("test", "val")
 
 
 def _defaults() -> CN:
@@ -107,6 +115,9 @@ def _defaults() -> CN:
     _C.TRAIN.CHECKPOINT_FREQ = 0  # epochs between checkpoints; 0: only the last
     _C.TRAIN.PRINT_FREQ = 10  # iterations between log lines
     _C.TRAIN.COUNT_ITER = "train_x"
+    # Not in Dassl: also save <model>/model-last.pth.tar (exact-resume state) every N iterations inside an
+    # epoch; it is saved at the end of every epoch in any case. 0: only at the end of epochs.
+    _C.TRAIN.LAST_CHECKPOINT_ITERS = 500
 
     _C.TEST = CN()
     _C.TEST.EVALUATOR = "Classification"
@@ -121,6 +132,60 @@ def _defaults() -> CN:
     return _C
 
 
+ENGINE_KEYS = ("TRAIN.LAST_CHECKPOINT_ITERS",)  # keys of this engine that Dassl's defaults lack
+
+
 def get_cfg_default() -> CN:
     """A fresh, mutable copy of the default configuration."""
     return _defaults().clone()
+
+
+def extend_engine_cfg(cfg: CN) -> CN:
+    """Add the :data:`ENGINE_KEYS` to a config made from the real Dassl's defaults (no-op on ours)."""
+    defaults = _defaults()
+    for key in ENGINE_KEYS:
+        node, default = cfg, defaults
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node, default = node[part], default[part]
+        if leaf not in node:
+            node[leaf] = default[leaf]
+    return cfg
+
+
+class ConfigValueError(ValueError):
+    """Config values no engine can run with; the message names each key, its value and what is allowed."""
+
+
+def check_cfg(cfg: CN) -> None:
+    """Reject engine settings that cannot work, naming the key, the value and what is allowed.
+
+    Called by the built-in trainer before it builds anything, and by ``train.py`` for either engine before
+    it writes anything.
+    """
+    problems = []
+
+    def need(ok: bool, message: str) -> None:
+        if not ok:
+            problems.append(message)
+
+    need(cfg.OPTIM.LR > 0, f"OPTIM.LR={cfg.OPTIM.LR} must be > 0")
+    need(cfg.OPTIM.MAX_EPOCH >= 1, f"OPTIM.MAX_EPOCH={cfg.OPTIM.MAX_EPOCH} must be >= 1")
+    need(cfg.OPTIM.WEIGHT_DECAY >= 0, f"OPTIM.WEIGHT_DECAY={cfg.OPTIM.WEIGHT_DECAY} must be >= 0")
+    for key in ("TRAIN_X", "TRAIN_U", "TEST"):
+        size = cfg.DATALOADER[key].BATCH_SIZE
+        need(size >= 1, f"DATALOADER.{key}.BATCH_SIZE={size} must be >= 1")
+    need(cfg.DATALOADER.NUM_WORKERS >= 0, f"DATALOADER.NUM_WORKERS={cfg.DATALOADER.NUM_WORKERS} must be >= 0")
+    need(cfg.DATALOADER.K_TRANSFORMS >= 1, f"DATALOADER.K_TRANSFORMS={cfg.DATALOADER.K_TRANSFORMS} must be >= 1")
+    need(cfg.TEST.FINAL_MODEL in FINAL_MODELS,
+         f"TEST.FINAL_MODEL={cfg.TEST.FINAL_MODEL!r} is not one of {list(FINAL_MODELS)}")
+    need(cfg.TEST.SPLIT in TEST_SPLITS, f"TEST.SPLIT={cfg.TEST.SPLIT!r} is not one of {list(TEST_SPLITS)}")
+    need(cfg.TRAIN.PRINT_FREQ >= 1, f"TRAIN.PRINT_FREQ={cfg.TRAIN.PRINT_FREQ} must be >= 1")
+    need(cfg.TRAIN.CHECKPOINT_FREQ >= 0, f"TRAIN.CHECKPOINT_FREQ={cfg.TRAIN.CHECKPOINT_FREQ} must be >= 0")
+    iters = cfg.TRAIN.get("LAST_CHECKPOINT_ITERS", 0)
+    need(iters >= 0, f"TRAIN.LAST_CHECKPOINT_ITERS={iters} must be >= 0 (0: only at the end of epochs)")
+    size = cfg.INPUT.SIZE
+    need(len(size) == 2 and all(isinstance(v, int) and v >= 1 for v in size),
+         f"INPUT.SIZE={tuple(size)} must be two positive integers (height, width)")
+    if problems:
+        raise ConfigValueError("invalid config: " + "; ".join(problems))

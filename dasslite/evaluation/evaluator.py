@@ -8,7 +8,9 @@ import numpy as np
 import torch
 from sklearn.metrics import confusion_matrix, f1_score
 
+from .. import distributed
 from ..utils import Registry
+from ..utils.atomic import atomic_save
 
 EVALUATOR_REGISTRY = Registry("EVALUATOR")
 
@@ -61,27 +63,48 @@ class Classification(EvaluatorBase):
             for i, label in enumerate(gt):
                 self._per_class_res[int(label.item())].append(int(matches[i].item()))
 
+    def _all_ranks(self) -> tuple[int, int, list[int], list[int], dict | None]:
+        """``(correct, total, y_true, y_pred, per_class)`` over every rank's images (this rank's alone in one
+        process). Each test image is scored by exactly one rank, so these are the single-process numbers."""
+        per_class = dict(self._per_class_res) if self._per_class_res is not None else None
+        mine = (self._correct, self._total, self._y_true, self._y_pred, per_class)
+        if not distributed.is_distributed():
+            return mine
+        parts = distributed.all_gather(mine)
+        y_true = [y for p in parts for y in p[2]]
+        y_pred = [y for p in parts for y in p[3]]
+        merged = None
+        if per_class is not None:
+            merged = defaultdict(list)
+            for p in parts:
+                for label, hits in p[4].items():
+                    merged[label].extend(hits)
+        return sum(p[0] for p in parts), sum(p[1] for p in parts), y_true, y_pred, merged
+
     def evaluate(self) -> OrderedDict:
+        """Metrics of everything processed since :meth:`reset`, over all ranks under ``torchrun`` (every rank
+        gets the same numbers; rank 0 alone writes the confusion matrix)."""
+        correct, total, y_true, y_pred, per_class_res = self._all_ranks()
         results = OrderedDict()
-        acc = 100.0 * self._correct / max(self._total, 1)
+        acc = 100.0 * correct / max(total, 1)
         err = 100.0 - acc
-        macro_f1 = 100.0 * f1_score(self._y_true, self._y_pred, average="macro", labels=np.unique(self._y_true))
+        macro_f1 = 100.0 * f1_score(y_true, y_pred, average="macro", labels=np.unique(y_true))
         results["accuracy"] = acc
         results["error_rate"] = err
         results["macro_f1"] = macro_f1
         print(
             "=> result\n"
-            f"* total: {self._total:,}\n"
-            f"* correct: {self._correct:,}\n"
+            f"* total: {total:,}\n"
+            f"* correct: {correct:,}\n"
             f"* accuracy: {acc:.1f}%\n"
             f"* error: {err:.1f}%\n"
             f"* macro_f1: {macro_f1:.1f}%"
         )
-        if self._per_class_res is not None:
+        if per_class_res is not None:
             print("=> per-class result")
             accs = []
-            for label in sorted(self._per_class_res):
-                res = self._per_class_res[label]
+            for label in sorted(per_class_res):
+                res = per_class_res[label]
                 correct, total = sum(res), len(res)
                 acc_c = 100.0 * correct / total
                 accs.append(acc_c)
@@ -90,10 +113,10 @@ class Classification(EvaluatorBase):
             mean_acc = float(np.mean(accs))
             print(f"* average: {mean_acc:.1f}%")
             results["perclass_accuracy"] = mean_acc
-        if self.cfg.TEST.COMPUTE_CMAT:
-            cmat = confusion_matrix(self._y_true, self._y_pred, normalize="true")
+        if self.cfg.TEST.COMPUTE_CMAT and distributed.is_main_process():
+            cmat = confusion_matrix(y_true, y_pred, normalize="true")
             save_path = osp.join(self.cfg.OUTPUT_DIR, "cmat.pt")
-            torch.save(cmat, save_path)
+            atomic_save(lambda f: torch.save(torch.as_tensor(cmat), f), save_path)
             print(f"Confusion matrix is saved to {save_path}")
         return results
 

@@ -16,12 +16,14 @@ class _Tee:
 
     def write(self, msg: str) -> None:
         self.stream.write(msg)
-        self.file.write(msg)
+        if not self.file.closed:
+            self.file.write(msg)
 
     def flush(self) -> None:
         self.stream.flush()
-        self.file.flush()
-        os.fsync(self.file.fileno())
+        if not self.file.closed:
+            self.file.flush()
+            os.fsync(self.file.fileno())
 
     def isatty(self) -> bool:
         return False
@@ -43,8 +45,24 @@ def setup_logger(output: str | None = None) -> None:
         fpath = osp.join(output, "log.txt")
     if osp.exists(fpath):
         fpath += time.strftime("-%Y-%m-%d-%H-%M-%S")
+    tee_to(fpath)
+
+
+def tee_to(fpath: str) -> str:
+    """Append everything printed from now on (stdout and stderr) to exactly ``fpath``; return it."""
     mkdir_if_missing(osp.dirname(osp.abspath(fpath)))
     for name in ("stdout", "stderr"):
         stream = getattr(sys, name)
         base = stream.stream if isinstance(stream, _Tee) else stream
         setattr(sys, name, _Tee(base, fpath))
+    return fpath
+
+
+def teardown_logger() -> None:
+    """Stop teeing: restore the original streams and close the log file (so it can be moved or removed)."""
+    for name in ("stdout", "stderr"):
+        stream = getattr(sys, name)
+        if isinstance(stream, _Tee):
+            stream.flush()
+            stream.file.close()
+            setattr(sys, name, stream.stream)

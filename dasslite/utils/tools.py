@@ -29,11 +29,11 @@ def read_json(fpath: str):
 
 
 def write_json(obj, fpath: str) -> None:
-    mkdir_if_missing(osp.dirname(osp.abspath(fpath)))
-    tmp = fpath + ".tmp"
-    with open(tmp, "w") as f:
+    """Write ``obj`` as JSON to ``fpath`` atomically (temporary file, then rename)."""
+    from .atomic import atomic_open
+
+    with atomic_open(fpath, "w") as f:
         json.dump(obj, f, indent=4, separators=(",", ": "))
-    os.replace(tmp, fpath)
 
 
 def listdir_nohidden(path: str, sort: bool = False) -> list[str]:
