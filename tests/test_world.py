@@ -121,7 +121,7 @@ def test_generation_is_deterministic_cached_and_independent_of_hash_seed(tmp_pat
 # A shortened pretraining schedule and the digest of its weights under pinned numerics (tools/determinism.py),
 # measured with the torch version below. Any x86-64 machine with AVX2 gives these bits.
 SHORT = ["--steps", "3", "--batch", "32", "--images", "256", "--no-probe"]
-SHORT_DIGEST = {"torch": "2.14.1", "sha256": "TBD"}
+SHORT_DIGEST = {"torch": "2.14.1", "sha256": "cbe2302f6651780c"}
 
 
 def _pretrain(out, extra_env):
@@ -141,7 +141,7 @@ def test_pretraining_is_bitwise_reproducible_under_any_thread_and_isa_settings(t
     b = _pretrain(tmp_path / "b.pt", machine_b)
     assert a == b
     if torch.__version__.split("+")[0] == SHORT_DIGEST["torch"]:
-        assert a == SHORT_DIGEST["sha256"], "the pinned numerics no longer give the recorded bits"
+        assert a.startswith(SHORT_DIGEST["sha256"]), "the pinned numerics no longer give the recorded bits"
     native_a = _pretrain(tmp_path / "na.pt", {"DEAR_NUMERICS": "native", "OMP_NUM_THREADS": "1"})
     native_b = _pretrain(tmp_path / "nb.pt", dict(machine_b, DEAR_NUMERICS="native"))
     assert native_a != native_b
