@@ -6,7 +6,7 @@ import sys
 import torch
 from conftest import ROOT
 
-from tools.determinism import numerics_settings, state_digest
+from clipkit.determinism import numerics_settings, state_digest
 
 ENV = dict(os.environ, CLIP_OFFLINE="1", PYTHONWARNINGS="ignore")
 
@@ -17,7 +17,7 @@ def _python(code: str, **env) -> subprocess.CompletedProcess:
 
 
 def test_pins_threads_kernels_and_children_env():
-    out = _python("from tools.determinism import pin_numerics; import os, torch; info = pin_numerics(); "
+    out = _python("from clipkit.determinism import pin_numerics; import os, torch; info = pin_numerics(); "
                   "print(info['threads'], info['aten'], info['mkl_branch'], torch.backends.mkldnn.enabled, "
                   "os.environ['PYTHONHASHSEED'], os.environ['OMP_NUM_THREADS'])",
                   OMP_NUM_THREADS="2", ATEN_CPU_CAPABILITY="default", MKL_CBWR="AUTO")
@@ -31,10 +31,10 @@ def test_pins_threads_kernels_and_children_env():
 
 def test_late_call_is_refused_and_native_pins_nothing():
     late = _python("import torch; torch.randn(64, 64) @ torch.randn(64, 64)\n"
-                   "from tools.determinism import pin_numerics; pin_numerics()")
+                   "from clipkit.determinism import pin_numerics; pin_numerics()")
     if torch.backends.mkl.is_available():
         assert late.returncode != 0 and "before the first tensor operation" in late.stderr
-    native = _python("from tools.determinism import pin_numerics; print(pin_numerics()['numerics'])",
+    native = _python("from clipkit.determinism import pin_numerics; print(pin_numerics()['numerics'])",
                      DEAR_NUMERICS="native")
     assert native.returncode == 0 and native.stdout.strip() == "native"
 

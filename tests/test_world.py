@@ -149,9 +149,9 @@ def test_pretraining_is_bitwise_reproducible_under_any_thread_and_isa_settings(t
 
 def test_shipped_world_clip_is_what_the_tool_makes():
     """The shipped tiny CLIP: 8 heads per layer, its digest as recorded, made with the tool's default settings."""
+    from clipkit.determinism import state_digest
     from clipkit.loader import describe_backbone, load_clip
     from tools import pretrain_world_clip as tool
-    from tools.determinism import state_digest
 
     path = os.path.join(ROOT, tool.SHIPPED)
     with open(path + ".json") as f:

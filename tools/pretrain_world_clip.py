@@ -1,5 +1,5 @@
 """Pretrain a tiny CLIP contrastively on the world's image-caption pairs (CPU, a few minutes), bit for bit
-reproducibly (``tools.determinism.pin_numerics``).
+reproducibly (``clipkit.determinism.pin_numerics``).
 
     python -m tools.pretrain_world_clip --out output/world/tiny_world_clip.pt [--steps 600] [--batch 128]
 
@@ -29,11 +29,11 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from clipkit.determinism import pin_numerics, state_digest
 from clipkit.loader import clip_state_dict
 from clipkit.surgery import TextTower
 from clipkit.text import tokenize
 from clipkit.tiny import build_clip
-from tools.determinism import pin_numerics, state_digest
 from tools.world import ATTRIBUTES, CAPTION_NOISE, MENTION, VALUES, pretraining_set, render
 
 MEAN = torch.tensor((0.48145466, 0.4578275, 0.40821073)).view(1, 3, 1, 1)

@@ -1,9 +1,11 @@
 """Bit-for-bit reproducible CPU numerics: one call, first thing in a program, before any tensor is computed.
 
-    from tools.determinism import pin_numerics
+    from clipkit.determinism import pin_numerics
     pin_numerics()                   # in main(), before the first tensor operation
 
-    python -m tools.determinism      # print what gets pinned on this machine and check that it took
+    DEAR_NUMERICS=pinned python train.py ...   # train.py and head_roles.discover pin on request
+
+    python -m clipkit.determinism      # print what gets pinned on this machine and check that it took
 
 Why. A float32 training run is a long chain of roundings, and a single differently rounded sum grows into
 different weights within a few steps. PyTorch on a CPU picks its kernels, and so its rounding, by the machine:
@@ -18,15 +20,17 @@ different weights within a few steps. PyTorch on a CPU picks its kernels, and so
 - **oneDNN** (the convolution of the patch embedding): just-in-time kernels chosen by instruction set and cache
   sizes (``ONEDNN_MAX_CPU_ISA``).
 
-Each of these alone changes the weights of a 12-step pretraining run (README, "The built-in world"). Pinned:
-a fixed thread count (``DEAR_THREADS``, default 2: the development machine's), ATen at AVX2 (every x86-64
-processor since 2013 has it), MKL's ``COMPATIBLE`` branch without dynamic thread adjustment
+Each of these alone changes the weights of a short pretraining run (``tests/test_world.py``). Pinned: a fixed
+thread count (``DEAR_THREADS``, default 1: the same on every machine, however many cores), ATen at AVX2 (every
+x86-64 processor since 2013 has it), MKL's ``COMPATIBLE`` branch without dynamic thread adjustment
 (``DEAR_MKL_CBWR`` to choose another), oneDNN and NNPACK off for float32 (convolutions run as ATen's
 im2col + MKL product), deterministic algorithms (and cuDNN / cuBLAS settings for GPUs, which only make a GPU
 repeat itself: GPUs of other models round differently). The environment variables are also set for child
 processes, with ``PYTHONHASHSEED=0`` (nothing in this repo iterates an unsorted set of strings, so it is a
-guard, not a fix). ``DEAR_NUMERICS=native`` skips all of it (faster on many-core machines; then the digits
-are this machine's). The pins take effect only before the libraries have run their first kernel, so a
+guard, not a fix). ``tools.pretrain_world_clip`` always pins; ``train.py`` and ``head_roles.discover`` pin when
+``DEAR_NUMERICS=pinned`` (``scripts/demo.sh`` and ``scripts/world_benchmark.sh`` set it), and otherwise use
+PyTorch's defaults (faster on many-core machines; then the digits are this machine's). ``DEAR_NUMERICS=native``
+skips every pin. The pins take effect only before the libraries have run their first kernel, so a
 late call raises instead of silently doing nothing.
 """
 from __future__ import annotations
@@ -96,7 +100,7 @@ def pin_numerics(threads: int | None = None, mkl_branch: str | None = None) -> d
     """Pin every machine-dependent choice of CPU kernels so that a run gives the same bits on any x86-64 machine.
 
     Call it once, first thing in ``main()``, before any tensor is computed (importing torch is fine).
-    ``threads`` (default ``$DEAR_THREADS`` or 2) and ``mkl_branch`` (default ``$DEAR_MKL_CBWR`` or
+    ``threads`` (default ``$DEAR_THREADS`` or 1) and ``mkl_branch`` (default ``$DEAR_MKL_CBWR`` or
     ``COMPATIBLE``) are part of the result: runs compare bit for bit only under the same values.
     Returns a description of what is in effect (for logs and cache keys). ``DEAR_NUMERICS=native``
     returns ``{"numerics": "native"}`` and pins nothing. Raises :class:`NumericsPinError` when called too late.
@@ -155,6 +159,13 @@ def pin_numerics(threads: int | None = None, mkl_branch: str | None = None) -> d
             "onednn": "off", "python_hash_seed": os.environ.get("PYTHONHASHSEED", "")}
     logger.info("Pinned numerics: %s", info)
     return info
+
+
+def pin_if_requested() -> dict[str, str] | None:
+    """:func:`pin_numerics` when ``DEAR_NUMERICS=pinned``, else nothing (for programs that pin on request)."""
+    if os.environ.get("DEAR_NUMERICS") == "pinned":
+        return pin_numerics()
+    return None
 
 
 def state_digest(state_dict: dict) -> str:
