@@ -172,11 +172,16 @@ def test_shipped_world_clip_is_what_the_tool_makes():
 def test_demo_chain_shortened(tmp_path, steps):
     """scripts/demo.sh end to end with tiny settings: world, pretraining, discovery, base2new, table, pictures."""
     env = dict(os.environ, SKIP_SETUP="1", WORLD_DIR=str(tmp_path / "world"), SEEDS="1", STEPS=steps,
-               PRETRAIN_IMAGES="300", DISCOVER_IMAGES="48", EXTRA_OPTS="OPTIM.MAX_EPOCH 1",
+               PRETRAIN_IMAGES="300", DISCOVER_IMAGES="48", EXTRA_OPTS="OPTIM.MAX_EPOCH 1", COOP_EPOCHS="1",
                PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"])
     out = subprocess.run(["bash", "scripts/demo.sh"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-    assert "| DeAR (dear) | world_mixed |" in out.stdout and "| ZeroshotCLIP (zsclip) | world_mixed |" in out.stdout
+    for method in ("DeAR (dear)", "ZeroshotCLIP (zsclip)", "CoOp (coop)"):
+        assert f"| {method} | world_mixed |" in out.stdout, method
+    for label in ("ZeroshotCLIP world_mixed     seed 1 base accuracy",
+                  "CoOp         world_mixed     seed 1 new  accuracy",
+                  "DeAR         world_mixed     seed 1 base accuracy"):
+        assert label in out.stdout, label  # progress lines name method, seed and split
     for png in ("head_roles.png", "fusion_weights.png", "attribute_retrieval.png"):
         assert (tmp_path / "world" / "figures" / png).read_bytes()[:4] == b"\x89PNG"
     assert (tmp_path / "world" / "tiny_world_roles.json").is_file()

@@ -58,7 +58,6 @@ def fusion_by_dataset(train_dir: str, trainer: str = "DeAR", config: str = "dear
                       ) -> tuple[dict[str, np.ndarray], dict[str, float], list[str]]:
     """Mean alpha per data set over its seeds' last checkpoints, the largest change from the initial value per
     data set, and the path names ([CLS] and the attributes of the run's roles file)."""
-    from clipkit.config import load_config
     from head_roles import load_roles
 
     rows, moved, names = {}, {}, []
@@ -71,7 +70,7 @@ def fusion_by_dataset(train_dir: str, trainer: str = "DeAR", config: str = "dear
             if ckpts and runs.run_result(run) is not None:
                 alphas.append(_alpha(ckpts[-1]))
                 if not names:
-                    cfg = load_config(osp.join(run, "config.yaml"))
+                    cfg = runs.load_run_config(run)  # the saved tree as it is
                     names = ["[CLS]", *load_roles(cfg.TRAINER.DEAR.ROLES_FILE).core_attributes]
                     init_cls = cfg.TRAINER.DEAR.FUSION_INIT_CLS
         if alphas:
@@ -92,7 +91,8 @@ def fusion_report(train_dir: str, out: str) -> str:
     lines = ["| data set | " + " | ".join(names) + " | largest change from init (any seed) |",
              "|---" * (len(names) + 2) + "|"]
     for ds, a in rows.items():
-        top = names[1 + int(np.argmax(a[1:]))]
+        spread = float(a[1:].max() - a[1:].min())
+        top = names[1 + int(np.argmax(a[1:]))] if spread >= 1e-3 else f"none, spread {spread:.1e}"
         lines.append(f"| {ds} | " + " | ".join(f"{v:.4f}" for v in a) + f" | {moved[ds]:.4f} (top attribute: {top}) |")
     return "\n".join(lines) + f"\n\nwrote {out}"
 
