@@ -39,6 +39,7 @@ import datasets  # noqa: E402,F401  (registers every data set)
 import runs  # noqa: E402
 import trainers  # noqa: E402,F401  (registers every trainer)
 from clipkit.config import ConfigError, load_config  # noqa: E402
+from clipkit.determinism import pin_if_requested  # noqa: E402
 from dasslite import distributed  # noqa: E402
 from dasslite.config import check_cfg as check_engine_cfg  # noqa: E402
 from dasslite.utils.logger import teardown_logger, tee_to  # noqa: E402
@@ -201,6 +202,7 @@ def _remove_new_entries(folder: str, created_from: str | None, before: set[str])
 
 
 def main(argv: list[str] | None = None) -> int:
+    pin_if_requested()  # DEAR_NUMERICS=pinned: the same bits on every machine (clipkit.determinism)
     args = build_parser().parse_args(argv)
     if args.list_trainers:
         print("\n".join(sorted(TRAINER_REGISTRY.registered_names())))

@@ -101,8 +101,24 @@ def resolve_clip_weights(name: str, path: str = "", allow_download: bool | None 
         socket.setdefaulttimeout(old_timeout)
 
 
+# Reserved state-dict entries: integer tensors that carry what the weights' shapes cannot tell (the head
+# counts: OpenAI's ``build_model`` assumes 64-dim heads). A file stays a plain, ``weights_only``-loadable state
+# dict; the entries are taken out before ``load_state_dict``. OpenAI's files have none and load as before.
+META_PREFIX = "clipkit."
+HEAD_KEYS = {"vision_heads": META_PREFIX + "vision_heads", "text_heads": META_PREFIX + "text_heads"}
+# Non-parameter entries of OpenAI's TorchScript archives, dropped as ``build_model`` drops them
+_ARCHIVE_EXTRAS = ("input_resolution", "context_length", "vocab_size")
+
+
+class ClipWeightsInvalid(ValueError):
+    """A CLIP weights file whose tensors do not make a consistent CLIP (missing, mis-shaped or extra ones)."""
+
+
 def read_state_dict(fpath: str) -> dict[str, torch.Tensor]:
-    """State dict of a CLIP weights file: a TorchScript archive (OpenAI) or a saved state dict."""
+    """State dict of a CLIP weights file: a TorchScript archive (OpenAI) or a saved state dict.
+
+    Reserved ``clipkit.*`` entries (e.g. head counts written by :func:`clip_state_dict`) are kept; see
+    :func:`split_meta`."""
     try:
         with open(fpath, "rb") as f, warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)  # jit.load: needed for OpenAI files
@@ -110,7 +126,9 @@ def read_state_dict(fpath: str) -> dict[str, torch.Tensor]:
     except RuntimeError:
         pass
     try:
-        obj = torch.load(fpath, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", "(Validating )?[Ss]parse", UserWarning)  # row-sparse entries
+            obj = torch.load(fpath, map_location="cpu", weights_only=True)
     except Exception as e:
         raise ClipWeightsNotFound(f"{fpath} is neither a TorchScript CLIP archive nor a state dict: {e}") from e
     if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
@@ -120,15 +138,137 @@ def read_state_dict(fpath: str) -> dict[str, torch.Tensor]:
     return obj
 
 
+def split_meta(state_dict: dict[str, torch.Tensor],
+               fpath: str = "<state dict>") -> tuple[dict[str, torch.Tensor], dict[str, int]]:
+    """``(weights, meta)``: the tensors to load and the reserved ``clipkit.*`` integers (names without prefix)."""
+    weights = {k: v for k, v in state_dict.items() if not k.startswith(META_PREFIX)}
+    meta = {}
+    for key, value in state_dict.items():
+        if not key.startswith(META_PREFIX):
+            continue
+        if key not in HEAD_KEYS.values():
+            raise ClipWeightsInvalid(f"{fpath}: unknown reserved entry {key!r}; known: {sorted(HEAD_KEYS.values())}")
+        if not isinstance(value, torch.Tensor) or value.numel() != 1 or value.is_floating_point():
+            raise ClipWeightsInvalid(f"{fpath}: {key!r} must be a one-element integer tensor, got {value!r}")
+        meta[key[len(META_PREFIX):]] = int(value)
+    return weights, meta
+
+
+def clip_state_dict(model, sparse_rows: tuple[str, ...] = ()) -> dict[str, torch.Tensor]:
+    """``model.state_dict()`` plus its head counts as reserved integer entries (what :func:`load_clip` reads).
+
+    Tensors named in ``sparse_rows`` are stored as row-sparse COO tensors holding their non-zero rows only
+    (e.g. the token embedding of a model that saw a small vocabulary); the loader makes them dense again."""
+    sd = dict(model.state_dict())
+    for key in sparse_rows:
+        sd[key] = sd[key].to_sparse(sparse_dim=1).coalesce()
+    sd[HEAD_KEYS["vision_heads"]] = torch.tensor(model.visual.transformer.resblocks[0].attn.num_heads)
+    sd[HEAD_KEYS["text_heads"]] = torch.tensor(model.transformer.resblocks[0].attn.num_heads)
+    return sd
+
+
+def check_heads(width: int, heads: int, what: str, min_width: int = 1) -> None:
+    """Raise :class:`ClipWeightsInvalid` unless ``heads`` split ``width``. ``clip.model.CLIP`` builds its ViT with
+    ``width // 64`` heads before ours are set, so vision widths below 64 are refused (``min_width=64``)."""
+    if width < min_width:
+        raise ClipWeightsInvalid(f"{what}: width {width} < {min_width}; clip.model.CLIP builds a ViT with "
+                                 "width // 64 heads before the head count is set")
+    if heads < 1 or width % heads:
+        raise ClipWeightsInvalid(f"{what}: {heads} heads do not divide the width {width}")
+
+
+def set_heads(transformer, heads: int, what: str = "transformer") -> None:
+    """Give every attention layer of a CLIP ``Transformer`` ``heads`` heads. Weights are shaped by the width
+    alone, so only the split of Q/K/V into heads changes (and a model's initial weights do not depend on it)."""
+    check_heads(transformer.width, heads, what)
+    for block in transformer.resblocks:
+        block.attn.num_heads = heads
+        block.attn.head_dim = transformer.width // heads
+
+
+def _need(state_dict: dict, key: str, fpath: str, what: str, ndim: int) -> torch.Tensor:
+    t = state_dict.get(key)
+    if t is None:
+        raise ClipWeightsInvalid(f"{fpath}: the CLIP tensor {key!r} ({what}) is missing")
+    if t.dim() != ndim:
+        raise ClipWeightsInvalid(f"{fpath}: {key!r} ({what}) has shape {tuple(t.shape)}; "
+                                 f"expected a {ndim}-dimensional tensor")
+    return t
+
+
+def clip_config(state_dict: dict[str, torch.Tensor], meta: dict[str, int], fpath: str) -> dict:
+    """The ``clip.model.CLIP`` arguments of a state dict, read off its shapes as OpenAI's ``build_model`` does,
+    plus ``vision_heads``; head counts come from ``meta`` (default ``width // 64``, ``build_model``'s rule)."""
+    text_width = _need(state_dict, "ln_final.weight", fpath, "[text width]", 1).shape[0]
+    cfg = dict(
+        embed_dim=_need(state_dict, "text_projection", fpath, "[text width, embed dim]", 2).shape[1],
+        context_length=_need(state_dict, "positional_embedding", fpath, "[context, text width]", 2).shape[0],
+        vocab_size=_need(state_dict, "token_embedding.weight", fpath, "[vocab, text width]", 2).shape[0],
+        transformer_width=text_width,
+        transformer_heads=meta.get("text_heads", text_width // 64),
+        transformer_layers=len({k.split(".")[2] for k in state_dict if k.startswith("transformer.resblocks.")}),
+    )
+    if "visual.proj" in state_dict or any(k.startswith("visual.transformer.") for k in state_dict):  # ViT
+        conv = _need(state_dict, "visual.conv1.weight", fpath, "patch embedding [width, 3, patch, patch]", 4)
+        pos = _need(state_dict, "visual.positional_embedding", fpath, "[1 + grid * grid, width]", 2)
+        grid = round((pos.shape[0] - 1) ** 0.5)
+        if grid * grid + 1 != pos.shape[0]:
+            raise ClipWeightsInvalid(f"{fpath}: 'visual.positional_embedding' has {pos.shape[0]} rows; expected "
+                                     "1 + grid * grid (a [CLS] row and a square grid of patches)")
+        cfg.update(image_resolution=conv.shape[-1] * grid, vision_width=conv.shape[0],
+                   vision_patch_size=conv.shape[-1], vision_heads=meta.get("vision_heads", conv.shape[0] // 64),
+                   vision_layers=len([k for k in state_dict
+                                      if k.startswith("visual.") and k.endswith(".attn.in_proj_weight")]))
+    else:  # ResNet (OpenAI's RN50, ...): no head counts of ours
+        if "vision_heads" in meta:
+            raise ClipWeightsInvalid(f"{fpath}: {HEAD_KEYS['vision_heads']} is only supported for ViT backbones")
+        pos = _need(state_dict, "visual.attnpool.positional_embedding", fpath, "[1 + grid * grid, width]", 2)
+        grid = round((pos.shape[0] - 1) ** 0.5)
+        cfg.update(image_resolution=grid * 32, vision_patch_size=None,
+                   vision_width=_need(state_dict, "visual.layer1.0.conv1.weight", fpath, "ResNet stem", 4).shape[0],
+                   vision_layers=tuple(len({k.split(".")[2] for k in state_dict if k.startswith(f"visual.layer{b}.")})
+                                       for b in (1, 2, 3, 4)))
+    return cfg
+
+
+def check_state_dict(model, state_dict: dict[str, torch.Tensor], fpath: str) -> None:
+    """Raise :class:`ClipWeightsInvalid` naming the file and every missing, mis-shaped or unexpected tensor."""
+    expected = model.state_dict()
+    problems = [f"missing {k!r} (expected shape {tuple(v.shape)})" for k, v in expected.items() if k not in state_dict]
+    problems += [f"{k!r} has shape {tuple(state_dict[k].shape)}, expected {tuple(v.shape)}"
+                 for k, v in expected.items() if k in state_dict and state_dict[k].shape != v.shape]
+    problems += [f"unexpected tensor {k!r}" for k in state_dict if k not in expected]
+    if problems:
+        shown = "; ".join(problems[:8]) + (f"; and {len(problems) - 8} more" if len(problems) > 8 else "")
+        raise ClipWeightsInvalid(f"{fpath} is not a consistent CLIP state dict: {shown}")
+
+
+def build_clip_model(state_dict: dict[str, torch.Tensor], fpath: str = "<state dict>"):
+    """An fp32 ``clip.model.CLIP`` holding ``state_dict`` (reserved entries give the head counts).
+
+    Built as OpenAI's ``build_model`` builds it, but every tensor is checked first, so a bad file fails with
+    its name and the tensor, never with a bare ``size mismatch``."""
+    clip = clip_module()
+    weights, meta = split_meta(state_dict, fpath)
+    weights = {k: (v.to_dense() if v.is_sparse else v) for k, v in weights.items() if k not in _ARCHIVE_EXTRAS}
+    cfg = clip_config(weights, meta, fpath)
+    vision_heads = cfg.pop("vision_heads", None)
+    check_heads(cfg["transformer_width"], cfg["transformer_heads"], f"{fpath}: text heads")
+    if vision_heads is not None:
+        check_heads(cfg["vision_width"], vision_heads, f"{fpath}: vision heads", min_width=64)
+    model = clip.model.CLIP(**cfg).float()
+    if vision_heads is not None:
+        set_heads(model.visual.transformer, vision_heads, f"{fpath}: {HEAD_KEYS['vision_heads']}")
+    set_heads(model.transformer, cfg["transformer_heads"], f"{fpath}: {HEAD_KEYS['text_heads']}")
+    check_state_dict(model, weights, fpath)
+    model.load_state_dict(weights)  # fp16 tensors (OpenAI's files) are cast to the fp32 parameters
+    return model.eval()
+
+
 def load_clip(name: str, path: str = "", device: torch.device | str = "cpu"):
     """Build OpenAI CLIP ``name`` (or the model in ``path``) in fp32, eval mode, every weight frozen."""
-    clip = clip_module()
     fpath = resolve_clip_weights(name, path)
-    state_dict = read_state_dict(fpath)
-    model = clip.model.build_model(dict(state_dict)).float().eval()
-    # build_model casts to fp16 before loading; reload so fp32 weights (e.g. tiny models) stay exact
-    model.load_state_dict({k: v for k, v in state_dict.items()
-                           if k not in ("input_resolution", "context_length", "vocab_size")})
+    model = build_clip_model(read_state_dict(fpath), fpath)
     for p in model.parameters():
         p.requires_grad_(False)
     logger.info("Loaded CLIP %s from %s", name, fpath)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from .loader import clip_module
+from .loader import check_heads, clip_module, clip_state_dict, set_heads
 
 
 def build_clip(
@@ -16,16 +16,25 @@ def build_clip(
     context_length: int = 77,
     transformer_width: int = 128,
     transformer_layers: int = 4,
+    vision_heads: int | None = None,
+    text_heads: int | None = None,
     seed: int = 0,
 ):
-    """A randomly initialised CLIP (fp32). Heads are ``width // 64`` as in OpenAI's ``build_model``."""
+    """A randomly initialised CLIP (fp32). Heads default to ``width // 64`` (OpenAI's ``build_model`` rule);
+    ``vision_heads`` / ``text_heads`` set other counts (they must divide the width; the initial weights do not
+    depend on them). Save with :func:`save_clip` so that ``clipkit.load_clip`` rebuilds the same heads."""
     clip = clip_module()
+    vision_heads = vision_heads or vision_width // 64
+    text_heads = text_heads or transformer_width // 64
+    check_heads(vision_width, vision_heads, "build_clip: vision_heads", min_width=64)
+    check_heads(transformer_width, text_heads, "build_clip: text_heads")
 
     torch.manual_seed(seed)
     model = clip.model.CLIP(
         embed_dim, image_resolution, vision_layers, vision_width, vision_patch_size,
-        context_length, 49408, transformer_width, transformer_width // 64, transformer_layers,
+        context_length, 49408, transformer_width, text_heads, transformer_layers,
     )
+    set_heads(model.visual.transformer, vision_heads, "build_clip: vision_heads")
     return model.float().eval()
 
 
@@ -34,6 +43,7 @@ VIT_B16_SHAPE = dict(embed_dim=512, vision_layers=12, vision_width=768, vision_p
 
 
 def save_clip(model, path: str) -> str:
-    """Save a state dict that ``clipkit.load_clip`` reads exactly as it reads OpenAI's files."""
-    torch.save(model.state_dict(), path)
+    """Save a plain state dict, with the head counts as reserved integer entries, that ``clipkit.load_clip``
+    reads exactly as it reads OpenAI's files."""
+    torch.save(clip_state_dict(model), path)
     return path

@@ -174,6 +174,9 @@ def run(args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Exit status 0, or 2 with a one-line ``error: ...`` on bad input (``DEAR_TRACEBACK=1`` shows the traceback)."""
+    from clipkit.determinism import pin_if_requested
+
+    pin_if_requested()  # DEAR_NUMERICS=pinned: the same bits on every machine
     args = build_parser().parse_args(argv)
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(message)s")

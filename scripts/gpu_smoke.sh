@@ -14,14 +14,14 @@ TRAINERS=${TRAINERS:-"ZeroshotCLIP CoOp CoCoOp IVLP MaPLe PromptSRC MMRL MMRLpp 
 GPUS=${GPUS:-1}
 mkdir -p "${OUT}"
 "${PYTHON}" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 'gpu_smoke.sh: no CUDA device')"
-"${PYTHON}" -m tools.world --root "${OUT}/data"
+"${PYTHON}" -m tools.world --root "${OUT}/data" --datasets world_mixed
 "${PYTHON}" - "${OUT}/vit_b16_32px.pt" <<'EOF'
 import sys, torch
 from clipkit.tiny import VIT_B16_SHAPE, build_clip, save_clip
 torch.manual_seed(0)
 save_clip(build_clip(image_resolution=32, **VIT_B16_SHAPE), sys.argv[1])
 EOF
-COMMON=(--root "${OUT}/data" --seed 1 --dataset-config-file configs/datasets/synth_world.yaml)
+COMMON=(--root "${OUT}/data" --seed 1 --dataset-config-file configs/datasets/world_mixed.yaml)
 OPTS=(MODEL.BACKBONE.PATH "${OUT}/vit_b16_32px.pt" INPUT.SIZE "(32,32)" DATASET.NUM_SHOTS 4
       DATASET.SUBSAMPLE_CLASSES base OPTIM.MAX_EPOCH 1 DATALOADER.NUM_WORKERS 4 TRAIN.PRINT_FREQ 5)
 cfg_of() { case "$1" in ZeroshotCLIP) echo zsclip;; MMRLpp) echo mmrlpp;; *) echo "$1" | tr 'A-Z' 'a-z';; esac; }

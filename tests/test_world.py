@@ -1,24 +1,54 @@
-"""The built-in synthetic world and a shortened run of the whole demo chain."""
+"""The built-in world: its data sets, captions, reproducible pretraining, the shipped tiny CLIP, the demo chain."""
+import glob
+import hashlib
+import json
 import os
+import random
 import subprocess
 import sys
 
 import numpy as np
+import pytest
+import torch
 from conftest import ROOT, make_cfg
 
 from tools import world
 
-
-def test_classes_split_keeps_every_attribute_on_both_sides():
-    classes = world.world_classes(seed=0)
-    assert len(set(classes)) == 24
-    base, new = classes[:12], classes[12:]
-    for i, values in enumerate((world.COLORS, world.TEXTURES, world.SHAPES)):
-        assert {c[i] for c in base} == set(values) == {c[i] for c in new}
-    assert world.world_classes(seed=0) == classes and world.world_classes(seed=1) != classes
+RUN_ENV = dict(os.environ, CLIP_OFFLINE="1", PYTHONWARNINGS="ignore")
 
 
-def test_render_is_deterministic_and_factors_show():
+def _tree_digest(folder) -> str:
+    h = hashlib.sha256()
+    for path in sorted(glob.glob(os.path.join(folder, "**", "*"), recursive=True)):
+        if os.path.isfile(path) and not path.endswith("world.json"):
+            h.update(os.path.relpath(path, folder).encode())
+            with open(path, "rb") as f:
+                h.update(f.read())
+    return h.hexdigest()
+
+
+def test_every_dataset_hinges_on_its_attributes_and_splits_base_new_sensibly():
+    sizes = {"world_color": 10, "world_texture": 8, "world_shape": 10, "world_position": 9, "world_mixed": 24}
+    assert set(world.DATASETS) == set(sizes)
+    for name, spec in world.DATASETS.items():
+        classes = world.dataset_classes(name, seed=0)
+        assert len(classes) == len(set(classes)) == sizes[name]
+        assert all(len(c) == len(spec.defining) for c in classes)
+        assert world.dataset_classes(name, seed=0) == classes and world.dataset_classes(name, seed=1) != classes
+    mixed = world.dataset_classes("world_mixed")
+    spec = world.DATASETS["world_mixed"]
+    for half in (mixed[:12], mixed[12:]):  # novel classes are new combinations of known words
+        for i, a in enumerate(spec.defining):
+            counts = [sum(c[i] == v for c in half) for v in spec.values(a)]
+            assert min(counts) >= 1 and max(counts) - min(counts) <= 1, (a, counts)  # none names a class alone
+    position = [p for (p,) in world.dataset_classes("world_position")]
+    for half in (position[:5], position[5:]):  # every row and column word on both sides
+        cells = [world._row_col(p) for p in half]
+        assert {r for r, _ in cells} == {"top", "center", "bottom"}
+        assert {c for _, c in cells} == {"left", "center", "right"}
+
+
+def test_render_is_deterministic_and_attributes_show():
     a, _ = world.render("red", "striped", "circle", "top left", np.random.default_rng(0))
     b, _ = world.render("red", "striped", "circle", "top left", np.random.default_rng(0))
     assert np.array_equal(a, b) and a.shape == (32, 32, 3)
@@ -29,30 +59,129 @@ def test_render_is_deterministic_and_factors_show():
     tl, _ = world.render("yellow", "plain", "square", "top left", np.random.default_rng(2))
     br, _ = world.render("yellow", "plain", "square", "bottom right", np.random.default_rng(2))
     assert tl[:12, :12].mean() > br[:12, :12].mean()
-    caps = {world.caption("red", "dotted", "ring", "center", "dark", __import__("random").Random(i)) for i in range(40)}
-    assert len(caps) > 8
+    plain, _ = world.render("green", "plain", "square", "center", np.random.default_rng(3))
+    striped, _ = world.render("green", "striped", "square", "center", np.random.default_rng(3))
+    assert 2 * plain[centre][..., 1].std() < striped[centre][..., 1].std()
+    for s in world.SHAPES:  # every shape is visible wherever it is
+        for p in world.POSITIONS:
+            img, _ = world.render("yellow", "plain", s, p, np.random.default_rng(4))
+            assert (img[..., 2] < 100).sum() >= 20, (s, p)
 
 
-def test_world_dataset_reads_with_base_new(tmp_path):
+def test_captions_name_every_attribute_with_knobs():
+    caps = [world.caption("red", "dotted", "ring", "top left", "dark", random.Random(i)) for i in range(200)]
+    assert len(set(caps)) > 60
+    for word in ("red", "ring", "left", "texture", "photo"):
+        assert any(word in c for c in caps), word
+    exact = [world.caption("red", "dotted", "ring", "top left", "dark", random.Random(i), noise=0.0, mention=1.0)
+             for i in range(50)]
+    assert all("red" in c and "ring" in c and "left" in c for c in exact)
+    assert all(any(w in c for w in world.TEXTURE_WORDS["dotted"] + ["dots"]) for c in exact)
+    noisy = [world.caption("red", "dotted", "ring", "top left", "dark", random.Random(i), noise=1.0, mention=1.0)
+             for i in range(50)]
+    assert not any(" red " in f" {c} " for c in noisy)
+
+
+def test_datasets_read_with_base_new_and_configs_match(tmp_path):
     from dassl.data.datasets import build_dataset
 
-    world.write_dataset(str(tmp_path), per_split=(2, 1, 2))
-    cfg = make_cfg(**{"DATASET.ROOT": str(tmp_path), "DATASET.NAME": "SynthWorld", "DATASET.SUBSAMPLE_CLASSES": "new"})
-    cfg.VERBOSE = False
-    ds = build_dataset(cfg)
-    assert ds.num_classes == 12 and len(ds.test) == 24
-    names = [world.class_name(*c) for c in world.world_classes()[12:]]
-    assert ds.classnames == names
+    for name, spec in world.DATASETS.items():
+        world.write_dataset(str(tmp_path), name, per_split=(2, 1, 2))
+        with open(os.path.join(ROOT, "configs", "datasets", f"{name}.yaml")) as f:
+            text = f.read()
+        assert f'NAME: "{spec.dassl_name}"' in text and f'PROMPT_TEMPLATE: "{spec.template}"' in text
+        names = [world.class_name(c) for c in world.dataset_classes(name)]
+        n_base = (len(names) + 1) // 2
+        for subsample, expected in (("base", names[:n_base]), ("new", names[n_base:])):
+            cfg = make_cfg(**{"DATASET.ROOT": str(tmp_path), "DATASET.NAME": spec.dassl_name,
+                              "DATASET.SUBSAMPLE_CLASSES": subsample})
+            cfg.VERBOSE = False
+            ds = build_dataset(cfg)
+            assert ds.classnames == expected and len(ds.test) == 2 * len(expected)
 
 
-def test_demo_chain_shortened(tmp_path):
+def test_generation_is_deterministic_cached_and_independent_of_hash_seed(tmp_path):
+    code = ("import sys; from tools import world; "
+            "world.write_dataset(sys.argv[1], 'world_position', per_split=(2, 1, 1))")
+    for i, hash_seed in enumerate(("1", "2")):
+        out = subprocess.run([sys.executable, "-c", code, str(tmp_path / f"r{i}")], cwd=ROOT,
+                             env=dict(RUN_ENV, PYTHONHASHSEED=hash_seed), capture_output=True, text=True)
+        assert out.returncode == 0, out.stderr
+    assert _tree_digest(tmp_path / "r0" / "world_position") == _tree_digest(tmp_path / "r1" / "world_position")
+    split = tmp_path / "r0" / "world_position" / "split_zhou_WorldPosition.json"
+    before = split.stat().st_mtime_ns
+    world.write_dataset(str(tmp_path / "r0"), "world_position", per_split=(2, 1, 1))
+    assert split.stat().st_mtime_ns == before  # cached: same settings
+    (tmp_path / "r0" / "world_position" / "split_fewshot").mkdir()
+    world.write_dataset(str(tmp_path / "r0"), "world_position", per_split=(3, 1, 1))
+    assert len(json.loads(split.read_text())["train"]) == 27  # other settings: regenerated, stale caches gone
+    assert not (tmp_path / "r0" / "world_position" / "split_fewshot").exists()
+
+
+# A shortened pretraining schedule and the digest of its weights under pinned numerics (tools/determinism.py),
+# measured with the torch version below. Any x86-64 machine with AVX2 gives these bits.
+SHORT = ["--steps", "3", "--batch", "32", "--images", "256", "--no-probe"]
+SHORT_DIGEST = {"torch": "2.14.1", "sha256": "cbe2302f6651780c"}
+
+
+def _pretrain(out, extra_env):
+    proc = subprocess.run([sys.executable, "-m", "tools.pretrain_world_clip", "--out", str(out), *SHORT],
+                          cwd=ROOT, env=dict(RUN_ENV, **extra_env), capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    with open(f"{out}.json") as f:
+        return json.load(f)["sha256"]
+
+
+def test_pretraining_is_bitwise_reproducible_under_any_thread_and_isa_settings(tmp_path):
+    """Two runs whose environments would pick other threads and kernels give the same bits: the numerics are
+    pinned. Unpinned (DEAR_NUMERICS=native), those environments give other weights (the cause)."""
+    machine_b = {"OMP_NUM_THREADS": "2", "MKL_NUM_THREADS": "2", "ATEN_CPU_CAPABILITY": "default",
+                 "MKL_CBWR": "AUTO", "ONEDNN_MAX_CPU_ISA": "SSE41", "PYTHONHASHSEED": "7"}
+    a = _pretrain(tmp_path / "a.pt", {})
+    b = _pretrain(tmp_path / "b.pt", machine_b)
+    assert a == b
+    if torch.__version__.split("+")[0] == SHORT_DIGEST["torch"]:
+        assert a.startswith(SHORT_DIGEST["sha256"]), "the pinned numerics no longer give the recorded bits"
+    native_a = _pretrain(tmp_path / "na.pt", {"DEAR_NUMERICS": "native", "OMP_NUM_THREADS": "1"})
+    native_b = _pretrain(tmp_path / "nb.pt", dict(machine_b, DEAR_NUMERICS="native"))
+    assert native_a != native_b
+
+
+def test_shipped_world_clip_is_what_the_tool_makes():
+    """The shipped tiny CLIP: 8 heads per layer, its digest as recorded, made with the tool's default settings."""
+    from clipkit.determinism import state_digest
+    from clipkit.loader import describe_backbone, load_clip
+    from tools import pretrain_world_clip as tool
+
+    path = os.path.join(ROOT, tool.SHIPPED)
+    with open(path + ".json") as f:
+        meta = json.load(f)
+    assert os.path.getsize(path) < 8e6
+    defaults = tool.default_settings()
+    assert {k: v for k, v in meta["settings"].items() if k != "numerics"} == defaults
+    assert meta["settings"]["numerics"]["numerics"] == "pinned"
+    model = load_clip("unused", path)
+    info = describe_backbone(model)
+    assert (info["layers"], info["heads"], info["width"]) == (6, 8, 128)
+    from clipkit.loader import clip_state_dict
+
+    assert state_digest(clip_state_dict(model)) == meta["sha256"]
+
+
+@pytest.mark.parametrize("steps", ["3"])
+def test_demo_chain_shortened(tmp_path, steps):
     """scripts/demo.sh end to end with tiny settings: world, pretraining, discovery, base2new, table, pictures."""
-    env = dict(os.environ, SKIP_SETUP="1", WORLD_DIR=str(tmp_path / "world"), SEEDS="1", STEPS="3",
-               PRETRAIN_IMAGES="300", DISCOVER_IMAGES="48", EXTRA_OPTS="OPTIM.MAX_EPOCH 1",
+    env = dict(os.environ, SKIP_SETUP="1", WORLD_DIR=str(tmp_path / "world"), SEEDS="1", STEPS=steps,
+               PRETRAIN_IMAGES="300", DISCOVER_IMAGES="48", EXTRA_OPTS="OPTIM.MAX_EPOCH 1", COOP_EPOCHS="1",
                PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"])
     out = subprocess.run(["bash", "scripts/demo.sh"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-    assert "| DeAR (dear) | synth_world |" in out.stdout and "| ZeroshotCLIP (zsclip) | synth_world |" in out.stdout
+    for method in ("DeAR (dear)", "ZeroshotCLIP (zsclip)", "CoOp (coop)"):
+        assert f"| {method} | world_mixed |" in out.stdout, method
+    for label in ("ZeroshotCLIP world_mixed     seed 1 base accuracy",
+                  "CoOp         world_mixed     seed 1 new  accuracy",
+                  "DeAR         world_mixed     seed 1 base accuracy"):
+        assert label in out.stdout, label  # progress lines name method, seed and split
     for png in ("head_roles.png", "fusion_weights.png", "attribute_retrieval.png"):
         assert (tmp_path / "world" / "figures" / png).read_bytes()[:4] == b"\x89PNG"
     assert (tmp_path / "world" / "tiny_world_roles.json").is_file()

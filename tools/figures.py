@@ -1,8 +1,8 @@
 """Pictures of a trained DeAR run: head-role map, fusion weights heatmap, attribute-conditioned retrieval.
 
-    python -m tools.figures --runs output/world/base2new/train_base/synth_world/shots_16/DeAR/dear \\
+    python -m tools.figures --runs output/world/base2new/train_base/world_mixed/shots_16/DeAR/dear \\
         --clip output/world/tiny_world_clip.pt --roles output/world/tiny_world_roles.json \\
-        --images output/world/data/synth_world --out output/world/figures [--config configs/dear.yaml KEY VALUE ...]
+        --images output/world/data/world_mixed --out output/world/figures [--config configs/dear.yaml KEY VALUE ...]
 """
 from __future__ import annotations
 

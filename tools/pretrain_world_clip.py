@@ -1,10 +1,18 @@
-"""Pretrain a tiny CLIP contrastively on the synthetic world's image-caption pairs (CPU, a few minutes).
+"""Pretrain a tiny CLIP contrastively on the world's image-caption pairs (CPU, a few minutes), bit for bit
+reproducibly (``clipkit.determinism.pin_numerics``).
 
-    python -m tools.pretrain_world_clip --out output/world/tiny_world_clip.pt [--steps 1500] [--batch 256]
+    python -m tools.pretrain_world_clip --out output/world/tiny_world_clip.pt [--steps 600] [--batch 128]
 
-The model is OpenAI's ``clip.model.CLIP`` with small widths (ViT: 6 layers, width 192 = 3 heads, patch 8,
-32 px; text: 4 layers, width 128, context 32). The file is a plain state dict that ``clipkit.load_clip``
-reads like OpenAI's weights. Reuses an existing file with the same settings.
+The model is OpenAI's ``clip.model.CLIP`` (``ARCH``): a 6-layer ViT of width 128 with 8 heads (16 dimensions
+each) at patch 8 on 32 px images (16 patches), and a 4-layer text transformer of width 64 (4 heads, context
+32). Token embeddings of words that no caption uses are zero from the start and stay zero, so the file stores
+the embedding's used rows only (a row-sparse tensor; about 6 MB in all). The file is a plain state dict with
+the head counts as reserved integer entries, which ``clipkit.load_clip`` reads like OpenAI's weights. An
+existing file with the same settings is reused.
+
+Knobs (all stored in ``<out>.json`` with the result): ``--steps``, ``--batch``, ``--images``, ``--lr``,
+``--caption-noise`` (probability that a caption names an attribute wrongly) and ``--mention`` (probability
+that a caption names a given attribute), besides the world's own ``tools.world.NUISANCE``.
 """
 from __future__ import annotations
 
@@ -13,121 +21,162 @@ import json
 import math
 import os
 import os.path as osp
+import random
 import time
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from clipkit.determinism import pin_numerics, state_digest
+from clipkit.loader import clip_state_dict
 from clipkit.surgery import TextTower
 from clipkit.text import tokenize
 from clipkit.tiny import build_clip
-from tools.world import COLORS, SHAPES, TEXTURES, pretraining_set
+from tools.world import ATTRIBUTES, CAPTION_NOISE, MENTION, VALUES, pretraining_set, render
 
 MEAN = torch.tensor((0.48145466, 0.4578275, 0.40821073)).view(1, 3, 1, 1)
 STD = torch.tensor((0.26862954, 0.26130258, 0.27577711)).view(1, 3, 1, 1)
-ARCH = dict(embed_dim=64, image_resolution=32, vision_layers=6, vision_width=192, vision_patch_size=8,
-            context_length=32, transformer_width=128, transformer_layers=4)
+ARCH = dict(embed_dim=256, image_resolution=32, vision_layers=6, vision_width=128, vision_heads=8,
+            vision_patch_size=8, context_length=32, transformer_width=64, text_heads=4, transformer_layers=4)
+# the schedule and caption knobs the shipped model was made with (the command line's defaults)
+DEFAULTS = dict(steps=600, batch=64, n_images=20000, lr=1e-3, seed=0, caption_noise=CAPTION_NOISE, mention=MENTION)
+# every HARD_EVERY-th batch is a hard one: its images share the values of one of HARD_GROUPS in turn (here:
+# their colour, the cue learnt first, which otherwise crowds out the others); 0: no hard batches
+HARD_EVERY = 2
+HARD_GROUPS = (("color",),)
+SHIPPED = "tools/data/tiny_world_clip.pt"  # made by `python -m tools.pretrain_world_clip --out <it>`, ~6 MB
+# zero-shot probe of each attribute: "<template>" per value, on fresh images whose other attributes vary
+PROBE_TEMPLATES = {"color": "a photo of a {} object", "texture": "{} texture", "shape": "a photo of a {}",
+                   "position": "a photo of an object in the {}"}
 
 
-def to_input(images_uint8) -> torch.Tensor:
+def to_input(images_uint8: np.ndarray) -> torch.Tensor:
+    """``[n, H, W, 3]`` uint8 -> ``[n, 3, H, W]`` CLIP-normalised floats."""
     x = torch.from_numpy(images_uint8).permute(0, 3, 1, 2).float() / 255.0
     return (x - MEAN) / STD
 
 
 @torch.no_grad()
-def attribute_probe(model) -> dict[str, float]:
-    """Zero-shot accuracy of each attribute on fresh world images (e.g. "a red object" vs other colours)."""
-    import random
-
-    import numpy as np
-
-    from tools.world import render
-
-    rng, prng = np.random.default_rng(123), random.Random(123)
-    combos = [(prng.choice(list(COLORS)), prng.choice(TEXTURES), prng.choice(SHAPES)) for _ in range(300)]
-    imgs = np.stack([render(c, t, s, "center", rng)[0] for c, t, s in combos])
+def attribute_probe(model, n: int = 400, seed: int = 123) -> dict[str, float]:
+    """Zero-shot accuracy (%) of each attribute on ``n`` fresh images, e.g. "a photo of a red object" against
+    the other colours, every other attribute drawn at random (chance: 10, 12.5, 10, 11.1)."""
+    rng, prng = np.random.default_rng(seed), random.Random(seed)
+    truth = [[prng.randrange(len(VALUES[a])) for a in ATTRIBUTES] for _ in range(n)]
+    imgs = np.stack([render(*(VALUES[a][j] for a, j in zip(ATTRIBUTES, t)), rng)[0] for t in truth])
     f = F.normalize(model.encode_image(to_input(imgs)), dim=-1)
+    tower = TextTower(model)
     out = {}
-    for i, (name, values, tmpl) in enumerate((("color", list(COLORS), "something {}"),
-                                              ("texture", list(TEXTURES), "a {} pattern"),
-                                              ("shape", list(SHAPES), "a {}"))):
-        t = F.normalize(model.encode_text(tokenize([tmpl.format(v) for v in values], model.context_length)), dim=-1)
+    for i, a in enumerate(ATTRIBUTES):
+        tokens = tokenize([PROBE_TEMPLATES[a].format(v) for v in VALUES[a]], model.context_length)
+        t = F.normalize(tower(tokens[:, : int(tokens.argmax(-1).max()) + 1]), dim=-1)
         pred = (f @ t.t()).argmax(-1)
-        truth = torch.tensor([values.index(c[i]) for c in combos])
-        out[name] = (pred == truth).float().mean().item() * 100
+        out[a] = round((pred == torch.tensor([x[i] for x in truth])).float().mean().item() * 100, 2)
     return out
 
 
-def pretrain(out: str, steps: int = 1500, batch: int = 256, n_images: int = 30000, lr: float = 1e-3,
-             seed: int = 0) -> dict:
-    settings = dict(ARCH, steps=steps, batch=batch, n_images=n_images, lr=lr, seed=seed)
+def default_settings() -> dict:
+    """What ``<out>.json`` records as ``settings`` for a run with the defaults (numerics aside)."""
+    return dict(ARCH, **DEFAULTS)
+
+
+def pretrain(out: str, steps: int = DEFAULTS["steps"], batch: int = DEFAULTS["batch"],
+             n_images: int = DEFAULTS["n_images"], lr: float = DEFAULTS["lr"], seed: int = DEFAULTS["seed"],
+             caption_noise: float = CAPTION_NOISE, mention: float = MENTION, numerics: dict | None = None,
+             probe: bool = True) -> dict:
+    """Train, save ``out`` (state dict) and ``out.json`` (settings, result, digest); reuse them if present."""
+    settings = dict(ARCH, steps=steps, batch=batch, n_images=n_images, lr=lr, seed=seed,
+                    caption_noise=caption_noise, mention=mention, numerics=numerics or {})
     meta_path = out + ".json"
     if osp.exists(out) and osp.exists(meta_path):
         with open(meta_path) as f:
             meta = json.load(f)
-        if meta.get("settings") == settings:
+        if meta.get("settings") == json.loads(json.dumps(settings)):
             print(f"Reusing {out}")
             return meta
     torch.manual_seed(seed)
-    images, captions, colors = pretraining_set(n_images, seed=seed + 1)
-    tokens = tokenize(captions, ARCH["context_length"])
-    by_color = {c: torch.tensor([i for i, x in enumerate(colors) if x == c]) for c in COLORS}
+    t0 = time.time()
+    images, captions, attrs = pretraining_set(n_images, seed=seed + 1, noise=caption_noise, mention=mention)
+    # one token tensor per caption focus ([n, context] each): every step contrasts the batch with each
+    tokens = [tokenize([caps[k] for caps in captions], ARCH["context_length"]) for k in range(len(ATTRIBUTES))]
+    # hard negatives: batches whose images share the values of HARD_GROUPS[i] (in turn), so that the others
+    # must be read
+    groups = []
+    for shared in HARD_GROUPS:
+        cols = [ATTRIBUTES.index(a) for a in shared]
+        keys, inverse = np.unique(attrs[:, cols], axis=0, return_inverse=True)
+        groups.append([torch.from_numpy(np.flatnonzero(inverse.ravel() == k)) for k in range(len(keys))])
     model = build_clip(seed=seed, **ARCH).train()
+    with torch.no_grad():  # the world's vocabulary: other words embed to zero (and get no gradient)
+        unseen = torch.ones(model.token_embedding.weight.shape[0], dtype=torch.bool)
+        unseen[torch.unique(torch.cat(tokens))] = False
+        model.token_embedding.weight[unseen] = 0
     text_tower = TextTower(model)  # encode_text with variable length (shares the weights)
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.05)
-    warmup = max(1, steps // 20)
+    # weight decay on matrices only (as CLIP): not on gains, biases, embeddings or the temperature
+    decay = [p for n, p in model.named_parameters() if p.dim() >= 2 and "embedding" not in n]
+    rest = [p for n, p in model.named_parameters() if not (p.dim() >= 2 and "embedding" not in n)]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.05}, {"params": rest, "weight_decay": 0.0}], lr=lr)
+    warmup = max(1, steps // 10)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))
     g = torch.Generator().manual_seed(seed)
-    t0 = time.time()
     bar = tqdm(range(steps), desc="pretrain tiny CLIP", unit="step")
+    loss = torch.zeros(())
+    labels = torch.arange(batch)
     for step in bar:
-        if step % 3 == 2:  # hard negatives: one colour per batch, so shape, texture and position must be read
-            pool = list(by_color.values())[int(torch.randint(0, len(by_color), (1,), generator=g))]
+        if HARD_EVERY and step % HARD_EVERY == HARD_EVERY - 1:
+            pools = groups[(step // HARD_EVERY) % len(groups)]
+            pool = pools[int(torch.randint(0, len(pools), (1,), generator=g))]
             idx = pool[torch.randint(0, len(pool), (batch,), generator=g)]
         else:
             idx = torch.randint(0, n_images, (batch,), generator=g)
-        img = to_input(images[idx.numpy()])
-        txt = tokens[idx]
-        txt = txt[:, : int(txt.argmax(dim=-1).max()) + 1]  # drop padding after the last end-of-text (exact)
-        fi = F.normalize(model.encode_image(img), dim=-1)
-        ft = F.normalize(text_tower(txt), dim=-1)
-        logits = model.logit_scale.exp().clamp(max=100) * fi @ ft.t()
-        # symmetric InfoNCE
-        labels = torch.arange(batch)
-        loss = (F.cross_entropy(logits, labels) + F.cross_entropy(logits.t(), labels)) / 2
+        fi = F.normalize(model.encode_image(to_input(images[idx.numpy()])), dim=-1)
+        scale = model.logit_scale.exp().clamp(max=100)
+        losses = []
+        for tok in tokens:  # symmetric InfoNCE against each caption set
+            txt = tok[idx]
+            txt = txt[:, : int(txt.argmax(dim=-1).max()) + 1]  # drop padding after the last end-of-text (exact)
+            logits = scale * fi @ F.normalize(text_tower(txt), dim=-1).t()
+            losses.append((F.cross_entropy(logits, labels) + F.cross_entropy(logits.t(), labels)) / 2)
+        loss = torch.stack(losses).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         sched.step()
-        if step % 50 == 0:
+        if step % 25 == 0:
             bar.set_postfix(loss=f"{loss.item():.3f}")
     model.eval()
-    probe = attribute_probe(model)
+    seconds = round(time.time() - t0, 1)
     os.makedirs(osp.dirname(osp.abspath(out)), exist_ok=True)
-    torch.save(model.state_dict(), out + ".tmp")
+    torch.save(clip_state_dict(model, sparse_rows=("token_embedding.weight",)), out + ".tmp")
     os.replace(out + ".tmp", out)
-    meta = {"settings": settings, "final_loss": loss.item(), "seconds": round(time.time() - t0, 1),
-            "attribute_zero_shot_accuracy": probe}
+    meta = {"settings": settings, "final_loss": round(loss.item(), 6), "seconds": seconds,
+            "sha256": state_digest(clip_state_dict(model))}
+    if probe:
+        meta["attribute_zero_shot_accuracy"] = attribute_probe(model)
     with open(meta_path, "w") as f:
         json.dump(meta, f, indent=2)
-    print(f"Saved {out}: loss {loss.item():.3f}, {meta['seconds']} s, attribute zero-shot {probe}")
+    print(f"Saved {out}: loss {meta['final_loss']:.3f}, {seconds} s, digest {meta['sha256'][:16]}, "
+          f"attribute zero-shot {meta.get('attribute_zero_shot_accuracy')}")
     return meta
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default="output/world/tiny_world_clip.pt")
-    p.add_argument("--steps", type=int, default=1500)
-    p.add_argument("--batch", type=int, default=256)
-    p.add_argument("--images", type=int, default=30000)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--steps", type=int, default=DEFAULTS["steps"])
+    p.add_argument("--batch", type=int, default=DEFAULTS["batch"])
+    p.add_argument("--images", type=int, default=DEFAULTS["n_images"])
+    p.add_argument("--lr", type=float, default=DEFAULTS["lr"])
+    p.add_argument("--seed", type=int, default=DEFAULTS["seed"])
+    p.add_argument("--caption-noise", type=float, default=CAPTION_NOISE)
+    p.add_argument("--mention", type=float, default=MENTION)
+    p.add_argument("--no-probe", action="store_true", help="skip the attribute probe (digest checks)")
     args = p.parse_args()
-    torch.set_num_threads(max(1, os.cpu_count() or 1))
-    pretrain(args.out, args.steps, args.batch, args.images, args.lr, args.seed)
+    numerics = pin_numerics()  # before any tensor is computed
+    pretrain(args.out, args.steps, args.batch, args.images, args.lr, args.seed, args.caption_noise, args.mention,
+             numerics, probe=not args.no_probe)
 
 
 if __name__ == "__main__":

@@ -1,14 +1,32 @@
-"""A procedural vision-language world in which DeAR can be run end to end on a CPU, offline.
+"""A procedural vision-language world in which prompt learners can be run end to end on a CPU, offline.
 
-Images are small renderings of one object with independent factors: shape, colour, texture, position
-(the attributes DeAR's tokens stand for) and nuisances (background, size, noise). Classes are
-(colour, texture, shape) triples named like real class names ("red striped circle"); captions name the
-attributes in varied phrasings. Everything is a deterministic function of the seed.
+Every image is a 32x32 rendering of one object with four independent attributes, the ones DeAR's tokens
+stand for: **colour** (10), **texture** (8), **shape** (10; the world's "object") and **position** (a 3x3 grid;
+the world's "location"), plus nuisances (background, size, jitter, brightness, pixel noise). Five data sets
+hinge on different attributes, as the paper's 11 data sets do:
 
-    python -m tools.world --root DATA [--seed 0]          # writes DATA/synth_world in CoOp's layout
+| data set | classes | defined by | like |
+|---|---|---|---|
+| ``world_color`` | 10 | colour (the rest varies) | Flowers102 (colour matters) |
+| ``world_texture`` | 8 | texture | DTD |
+| ``world_shape`` | 10 | shape | FGVCAircraft / StanfordCars (shape matters) |
+| ``world_position`` | 9 | position | EuroSAT-like layout cues |
+| ``world_mixed`` | 24 | (colour, texture, shape) | ImageNet: many cues together |
 
-Pretraining images and captions cover every (colour, texture, shape, position) combination, as web data
-would; the classification split (train/val/test) is rendered separately with other random draws.
+Each is written in CoOp's layout (``<folder>/images`` + ``split_zhou_<Name>.json``) and read by the registered
+Dassl data set of ``datasets/world.py``. Base classes are the first half of the labels and new ones the
+second (CoOp's rule); the class order is drawn from the seed so that novel classes are new values of the
+defining attribute (colour, texture, shape) or new combinations of known words (position: every row and
+column word occurs on both sides; mixed: every colour, texture and shape occurs on both sides). Attributes
+that do not define a class are drawn uniformly for every image, so they are on both sides everywhere.
+
+Pretraining pairs (``pretraining_set``) cover every (colour, texture, shape, position) combination, as web
+data would, with captions that name each attribute with probability ``MENTION`` in varied phrasings, and name
+it wrongly with probability ``CAPTION_NOISE`` (web captions are noisy): the knobs that, with the pretraining
+schedule, set how well zero-shot CLIP does. Everything is a deterministic function of the seed (no Python
+``hash()``, no set iteration, numpy and ``random`` generators seeded per data set).
+
+    python -m tools.world --root DATA [--seed 0] [--corpus-out FILE]    # writes every data set (cached)
 """
 from __future__ import annotations
 
@@ -17,159 +35,334 @@ import json
 import os
 import os.path as osp
 import random
+import shutil
+import zlib
+from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image
 
-COLORS = {"red": (220, 40, 40), "green": (40, 170, 60), "blue": (40, 80, 220), "yellow": (235, 210, 40),
-          "purple": (140, 60, 190), "orange": (240, 130, 30)}
-TEXTURES = ("plain", "striped", "dotted", "checkered")
-SHAPES = ("circle", "square", "triangle", "cross", "diamond", "ring")
-POSITIONS = {"top left": (0.3, 0.3), "top right": (0.3, 0.7), "bottom left": (0.7, 0.3),
-             "bottom right": (0.7, 0.7), "center": (0.5, 0.5)}
-BACKGROUNDS = {"dark": (35, 35, 45), "light": (205, 205, 195), "gray": (120, 120, 120)}
-TEXTURE_WORDS = {"plain": ["plain", "solid", "uniform"], "striped": ["striped", "stripy", "banded"],
-                 "dotted": ["dotted", "spotted", "polka dot"], "checkered": ["checkered", "checked", "chequered"]}
-TEXTURE_NOUNS = {"plain": "no pattern", "striped": "stripes", "dotted": "dots", "checkered": "a checker pattern"}
-POSITION_WORDS = {"top left": ["top left", "upper left"], "top right": ["top right", "upper right"],
-                  "bottom left": ["bottom left", "lower left"], "bottom right": ["bottom right", "lower right"],
-                  "center": ["center", "middle"]}
-N_CLASSES = 24
 RESOLUTION = 32
 
+# ---------------------------------------------------------------------------------------------- attributes
+COLORS = {"red": (215, 35, 35), "orange": (240, 130, 25), "yellow": (235, 215, 40), "lime": (150, 220, 40),
+          "green": (30, 140, 50), "teal": (20, 150, 150), "blue": (40, 80, 225), "purple": (135, 55, 190),
+          "pink": (245, 125, 185), "brown": (125, 75, 35)}
+TEXTURES = ("plain", "striped", "zigzag", "dotted", "checkered", "grid", "speckled", "hatched")
+SHAPES = ("circle", "square", "triangle", "cross", "diamond", "ring", "star", "crescent", "bar", "arrow")
+_ROWS = {"top": 0.22, "center": 0.5, "bottom": 0.78}
+_COLS = {"left": 0.22, "center": 0.5, "right": 0.78}
+POSITIONS = {("center" if r == c == "center" else f"{r} {c}"): (y, x)
+             for r, y in _ROWS.items() for c, x in _COLS.items()}
+ATTRIBUTES = ("color", "texture", "shape", "position")
+VALUES = {"color": tuple(COLORS), "texture": TEXTURES, "shape": SHAPES, "position": tuple(POSITIONS)}
+BACKGROUNDS = {"dark": (35, 35, 45), "light": (205, 205, 195), "gray": (120, 120, 120)}
 
-def world_classes(seed: int = 0, n: int = N_CLASSES) -> list[tuple[str, str, str]]:
-    """``n`` distinct (colour, texture, shape) classes; every attribute value appears among the first half
-    (base) and among the second half (new), so novel classes are new combinations of known words."""
-    rng = random.Random(seed)
-    combos = [(c, t, s) for c in COLORS for t in TEXTURES for s in SHAPES]
-    while True:
-        rng.shuffle(combos)
-        chosen = combos[:n]
-        halves = chosen[: (n + 1) // 2], chosen[(n + 1) // 2:]
-        if all({x[i] for x in half} == set(vals) for half in halves
-               for i, vals in enumerate((COLORS, TEXTURES, SHAPES))):
-            return chosen
+# words for captions (synonyms are what a web corpus would use; the canonical name is the class name)
+TEXTURE_WORDS = {"plain": ["plain", "solid", "uniform"], "striped": ["striped", "stripy", "banded"],
+                 "zigzag": ["zigzag", "zigzagged", "chevron"], "dotted": ["dotted", "spotted", "polka dot"],
+                 "checkered": ["checkered", "checked", "chequered"], "grid": ["grid", "gridded", "latticed"],
+                 "speckled": ["speckled", "flecked", "grainy"], "hatched": ["hatched", "diagonal striped", "slanted"]}
+TEXTURE_NOUNS = {"plain": "no pattern", "striped": "stripes", "zigzag": "zigzags", "dotted": "dots",
+                 "checkered": "checks", "grid": "grid lines", "speckled": "speckles", "hatched": "diagonal lines"}
+_ROW_WORDS = {"top": ["top", "upper"], "center": ["center", "middle"], "bottom": ["bottom", "lower"]}
+_COL_WORDS = {"left": ["left"], "center": ["center", "middle"], "right": ["right"]}
+GENERIC_NOUNS = ("object", "shape", "thing")
+
+# ---------------------------------------------------------------------------------------------- knobs
+CAPTION_NOISE = 0.1  # probability that a caption names an attribute with a wrong value
+MENTION = 0.3  # probability that a caption names an attribute besides the one it is about
+VARIETY = 0.25  # probability that a caption words something otherwise than the prompts do (synonyms, order)
+GENERATOR_VERSION = 2  # bump when rendering or class drawing changes, so cached data sets are regenerated
 
 
-def class_name(c: str, t: str, s: str) -> str:
-    return f"{c} {t} {s}"
+@dataclass(frozen=True)
+class Nuisance:
+    """What varies in every image besides the four attributes (the world's own difficulty knobs)."""
+
+    noise_std: float = 8.0  # Gaussian pixel noise (0-255 scale)
+    radius: tuple[float, float] = (0.19, 0.26)  # object radius as a fraction of the image side
+    jitter: float = 1.5  # pixels around the grid position
+    brightness: tuple[float, float] = (0.85, 1.1)  # multiplies the object's colour
+    texture_contrast: float = 0.7  # how much darker a texture's marks are than the object's colour
 
 
-def _shape_mask(shape: str, yy: np.ndarray, xx: np.ndarray, cy: float, cx: float, r: float) -> np.ndarray:
-    dy, dx = yy - cy, xx - cx
+NUISANCE = Nuisance()
+
+
+# ---------------------------------------------------------------------------------------------- rendering
+def _shape_mask(shape: str, dy: np.ndarray, dx: np.ndarray, r: float) -> np.ndarray:
+    """Pixels of ``shape`` centred at 0 with radius ``r``; ``dy``/``dx`` are pixel offsets from the centre.
+    Every shape is its own mirror image left to right, so a horizontal flip (the paper's augmentation) keeps
+    it; only positions left and right swap under a flip."""
+    d2 = dy**2 + dx**2
     if shape == "circle":
-        return dy**2 + dx**2 <= r**2
+        return d2 <= r**2
     if shape == "ring":
-        d2 = dy**2 + dx**2
         return (d2 <= r**2) & (d2 >= (0.55 * r) ** 2)
     if shape == "square":
         return (np.abs(dy) <= 0.85 * r) & (np.abs(dx) <= 0.85 * r)
     if shape == "diamond":
-        return np.abs(dy) + np.abs(dx) <= 1.1 * r
+        return np.abs(dy) + np.abs(dx) <= 1.15 * r
     if shape == "cross":
-        w = 0.38 * r
+        w = 0.36 * r
         return ((np.abs(dy) <= w) & (np.abs(dx) <= r)) | ((np.abs(dx) <= w) & (np.abs(dy) <= r))
     if shape == "triangle":  # apex up
         return (dy >= -r) & (dy <= 0.8 * r) & (np.abs(dx) <= (dy + r) * 0.6)
-    raise ValueError(shape)
+    if shape == "star":  # five points, one up
+        theta = np.arctan2(dx, -dy)
+        return np.sqrt(d2) <= r * (0.42 + 0.58 * np.abs(np.cos(2.5 * theta)) ** 3)
+    if shape == "crescent":  # opening upwards
+        return (d2 <= r**2) & ((dy + 0.45 * r) ** 2 + dx**2 > (0.8 * r) ** 2)
+    if shape == "bar":  # horizontal
+        return (np.abs(dy) <= 0.38 * r) & (np.abs(dx) <= 1.1 * r)
+    if shape == "arrow":  # pointing up
+        shaft = (np.abs(dx) <= 0.28 * r) & (dy <= r) & (dy >= -0.1 * r)
+        head = (dy <= 0.05 * r) & (dy >= -r) & (np.abs(dx) <= 0.95 * (r + dy))
+        return shaft | head
+    raise ValueError(f"unknown shape {shape!r}; known: {SHAPES}")
 
 
-def _texture(texture: str, yy: np.ndarray, xx: np.ndarray, phase: int) -> np.ndarray:
+def _texture(texture: str, yy: np.ndarray, xx: np.ndarray, phase: int, rng: np.random.Generator) -> np.ndarray:
+    """A 0/1 pattern over the image (0 = a dark mark on the object). Every pattern leaves at least half of the
+    object bright, so that its colour stays visible."""
+    y, x = yy.astype(int) + phase, xx.astype(int) + phase
     if texture == "plain":
-        return np.ones_like(yy, dtype=np.float32)
-    if texture == "striped":
-        return (((yy.astype(int) + phase) // 2) % 2 == 0).astype(np.float32)
-    if texture == "dotted":
-        return (((yy.astype(int) + phase) % 3 == 0) & ((xx.astype(int) + phase) % 3 == 0)).astype(np.float32)
+        return np.ones_like(yy)
+    if texture == "striped":  # horizontal bands, period 4
+        return ((y // 2) % 2 == 0).astype(np.float32)
+    if texture == "zigzag":  # horizontal bands bent into a zigzag
+        return (((y + np.abs(x % 6 - 3)) // 2) % 2 == 0).astype(np.float32)
+    if texture == "dotted":  # dark dots on a 3-pixel lattice
+        return ~((y % 3 == 0) & (x % 3 == 0)) * np.float32(1)
     if texture == "checkered":
-        return ((((yy.astype(int) + phase) // 2) + (xx.astype(int) // 2)) % 2 == 0).astype(np.float32)
-    raise ValueError(texture)
+        return (((y // 2) + (x // 2)) % 2 == 0).astype(np.float32)
+    if texture == "grid":  # dark lines every 4 pixels
+        return ~((y % 4 == 0) | (x % 4 == 0)) * np.float32(1)
+    if texture == "speckled":
+        return (rng.random(yy.shape) >= 0.35).astype(np.float32)
+    if texture == "hatched":  # diagonal bands
+        return (((y + x) // 2) % 2 == 0).astype(np.float32)
+    raise ValueError(f"unknown texture {texture!r}; known: {TEXTURES}")
 
 
 def render(color: str, texture: str, shape: str, position: str, rng: np.random.Generator,
-           size: int = RESOLUTION) -> tuple[np.ndarray, str]:
-    """An ``[size, size, 3]`` uint8 image and the name of its background."""
-    bg_name = rng.choice(list(BACKGROUNDS))
+           size: int = RESOLUTION, nuisance: Nuisance = NUISANCE) -> tuple[np.ndarray, str]:
+    """An ``[size, size, 3]`` uint8 image of one object, and the name of its background."""
+    bg_name = list(BACKGROUNDS)[int(rng.integers(len(BACKGROUNDS)))]
     bg = np.array(BACKGROUNDS[bg_name], dtype=np.float32)
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
     py, px = POSITIONS[position]
-    cy = py * size + rng.uniform(-1.5, 1.5)
-    cx = px * size + rng.uniform(-1.5, 1.5)
-    r = size * rng.uniform(0.2, 0.27)
-    mask = _shape_mask(shape, yy, xx, cy, cx, r)
-    pattern = _texture(texture, yy, xx, int(rng.integers(0, 4)))
-    fg = np.array(COLORS[color], dtype=np.float32) * rng.uniform(0.85, 1.1)
-    shade = 0.3 + 0.7 * pattern  # pattern pixels bright, gaps dark
+    cy = py * size + rng.uniform(-nuisance.jitter, nuisance.jitter)
+    cx = px * size + rng.uniform(-nuisance.jitter, nuisance.jitter)
+    r = size * rng.uniform(*nuisance.radius)
+    mask = _shape_mask(shape, yy - cy, xx - cx, r)
+    pattern = _texture(texture, yy, xx, int(rng.integers(0, 4)), rng)
+    fg = np.array(COLORS[color], dtype=np.float32) * rng.uniform(*nuisance.brightness)
+    shade = 1.0 - nuisance.texture_contrast * (1.0 - pattern)  # marks darker than the object's colour
     img = np.where(mask[..., None], fg * shade[..., None], bg)
-    img = img + rng.normal(0, 8, size=img.shape)
+    img = img + rng.normal(0, nuisance.noise_std, size=img.shape)
     return np.clip(img, 0, 255).astype(np.uint8), bg_name
 
 
-def caption(color: str, texture: str, shape: str, position: str, background: str, rng: random.Random) -> str:
-    """One of many phrasings; some omit an attribute so that words are learned independently."""
-    tw = rng.choice(TEXTURE_WORDS[texture])
-    pw = rng.choice(POSITION_WORDS[position])
-    patterns = [
-        f"a {color} {tw} {shape}",
-        f"a photo of a {color} {tw} {shape}",
-        f"a {color} {shape} with {TEXTURE_NOUNS[texture]}",
-        f"a {tw} {shape} in the {pw}",
-        f"a {color} {shape} in the {pw}",
-        f"a {color} {tw} {shape} in the {pw} on a {background} background",
-        f"{color} {shape}, {tw}, {pw}",
-        f"a {shape} that is {color} and {tw}",
-        f"something {color} in the {pw}",
-        f"a {tw} pattern in {color}",
-        f"a {shape} on a {background} background",
-    ]
-    return rng.choice(patterns)
+# ---------------------------------------------------------------------------------------------- captions
+def position_words(position: str, rng: random.Random) -> str:
+    """``"top left"`` -> e.g. ``"upper left"``; ``"center"`` -> ``"center"`` or ``"middle"``."""
+    if position == "center":
+        return rng.choice(_ROW_WORDS["center"])
+    row, col = position.split()
+    return f"{rng.choice(_ROW_WORDS[row])} {rng.choice(_COL_WORDS[col])}"
 
 
-def pretraining_set(n: int, seed: int = 1, size: int = RESOLUTION) -> tuple[np.ndarray, list[str], list[str]]:
-    """``n`` images ``[n, size, size, 3]``, their captions and colours, uniform over every combination."""
+def caption(color: str, texture: str, shape: str, position: str, background: str, rng: random.Random,
+            noise: float = CAPTION_NOISE, mention: float = MENTION, variety: float = VARIETY,
+            focus: str | None = None) -> str:
+    """One short web-like caption about ``focus`` (an attribute; default: one drawn at random).
+
+    It also names each other attribute with probability ``mention`` and names each attribute wrongly with
+    probability ``noise``. Its plain form is the one the data sets' prompts use ("a photo of a red object",
+    "striped texture", "a photo of a circle", "a photo of an object in the top left", "a photo of a red
+    striped circle in the top left"); with probability ``variety`` each choice of words goes another way
+    (synonyms, "with stripes", "at the upper left", "an image of", "a shape", a background)."""
+    truth = {"color": color, "texture": texture, "shape": shape, "position": position}
+    focus = focus or rng.choice(ATTRIBUTES)
+    said = {}
+    for a in ATTRIBUTES:
+        if a == focus or rng.random() < mention:
+            said[a] = truth[a] if rng.random() >= noise else rng.choice([v for v in VALUES[a] if v != truth[a]])
+    c, t, s, p = (said.get(a) for a in ATTRIBUTES)
+
+    def vary() -> bool:
+        return rng.random() < variety
+
+    tw = (rng.choice(TEXTURE_WORDS[t]) if vary() else t) if t else None
+    if t and not (c or s or p):
+        return f"{tw} texture" if not vary() else rng.choice([f"a {tw} pattern", f"an object with {TEXTURE_NOUNS[t]}"])
+    noun = s or (rng.choice(GENERIC_NOUNS) if vary() else "object")
+    adjs = [w for w in (c, tw) if w]
+    if len(adjs) == 2 and vary():
+        adjs.reverse()
+    words = ["an" if not adjs and noun == "object" else "a", *adjs, noun]
+    if t and vary():  # "a red circle with stripes"
+        words = [w for w in words if w != tw] + ["with", TEXTURE_NOUNS[t]]
+    text = ("an image of " if vary() else "a photo of ") + " ".join(words)
+    if p:
+        text += f" {'at' if vary() else 'in'} the {position_words(p, rng) if vary() else p}"
+    if vary():
+        text += f" on a {background} background"
+    return text
+
+
+# ---------------------------------------------------------------------------------------------- pretraining
+def pretraining_set(n: int, seed: int = 1, size: int = RESOLUTION, noise: float = CAPTION_NOISE,
+                    mention: float = MENTION, variety: float = VARIETY
+                    ) -> tuple[np.ndarray, list[list[str]], np.ndarray]:
+    """``n`` images ``[n, size, size, 3]``, their captions and their attribute indices ``[n, 4]`` (into
+    ``VALUES[a]`` for ``a`` in ``ATTRIBUTES``), uniform over every combination. Each image has one caption per
+    attribute, focused on it (``captions[i][k]`` names ``ATTRIBUTES[k]``), as COCO gives each image several
+    captions that dwell on different things."""
     rng = np.random.default_rng(seed)
     prng = random.Random(seed)
     images = np.empty((n, size, size, 3), dtype=np.uint8)
-    captions, colors = [], []
+    attrs = np.empty((n, len(ATTRIBUTES)), dtype=np.int64)
+    captions = []
     for i in range(n):
-        c, t, s = prng.choice(list(COLORS)), prng.choice(TEXTURES), prng.choice(SHAPES)
-        p = prng.choice(list(POSITIONS))
+        idx = [prng.randrange(len(VALUES[a])) for a in ATTRIBUTES]
+        c, t, s, p = (VALUES[a][j] for a, j in zip(ATTRIBUTES, idx))
         images[i], bg = render(c, t, s, p, rng, size)
-        captions.append(caption(c, t, s, p, bg, prng))
-        colors.append(c)
-    return images, captions, colors
+        captions.append([caption(c, t, s, p, bg, prng, noise, mention, variety, focus=a) for a in ATTRIBUTES])
+        attrs[i] = idx
+    return images, captions, attrs
 
 
-def write_dataset(root: str, seed: int = 0, per_split: tuple[int, int, int] = (40, 5, 20),
-                  n_classes: int = N_CLASSES) -> str:
-    """Render the classification data set into ``root/synth_world`` (CoOp layout); return its folder."""
-    ddir = osp.join(root, "synth_world")
-    split_path = osp.join(ddir, "split_zhou_SynthWorld.json")
-    meta = {"seed": seed, "per_split": list(per_split), "n_classes": n_classes, "resolution": RESOLUTION}
+# ---------------------------------------------------------------------------------------------- data sets
+@dataclass(frozen=True)
+class WorldDataset:
+    """One classification data set of the world: which attributes define a class, and how prompts read."""
+
+    folder: str  # also the config name: configs/datasets/<folder>.yaml
+    dassl_name: str  # the registered Dassl data set (datasets/world.py)
+    defining: tuple[str, ...]  # attributes whose values make the class name, in name order
+    template: str  # DATASET.PROMPT_TEMPLATE of its config
+    n_classes: int = 0  # 0: every value of the (single) defining attribute
+    subset: tuple[tuple[str, tuple[str, ...]], ...] = ()  # (attribute, values) to draw classes from; default all
+
+    def values(self, attribute: str) -> tuple[str, ...]:
+        return dict(self.subset).get(attribute, VALUES[attribute])
+
+    @property
+    def split_file(self) -> str:
+        return f"split_zhou_{self.dassl_name}.json"
+
+
+DATASETS = {d.folder: d for d in (
+    WorldDataset("world_color", "WorldColor", ("color",), "a photo of a {} object."),
+    WorldDataset("world_texture", "WorldTexture", ("texture",), "{} texture."),
+    WorldDataset("world_shape", "WorldShape", ("shape",), "a photo of a {}."),
+    WorldDataset("world_position", "WorldPosition", ("position",), "a photo of an object in the {}."),
+    # the first world's values: each half holds every one of them, each colour two or three times, so that no
+    # single attribute names a class
+    WorldDataset("world_mixed", "WorldMixed", ("color", "texture", "shape"), "a photo of a {}.", n_classes=24,
+                 subset=(("color", ("red", "yellow", "green", "blue", "purple")),
+                         ("texture", ("plain", "striped", "dotted", "checkered")),
+                         ("shape", ("circle", "square", "triangle", "cross", "diamond", "ring")))),
+)}
+PER_SPLIT = (40, 10, 40)  # train / val / test images per class (16-shot runs sample from train)
+
+
+def _stream(seed: int, name: str) -> int:
+    """A per-data-set seed that does not depend on Python's randomised ``hash()``."""
+    return seed * 1_000_003 + zlib.crc32(name.encode())
+
+
+def _row_col(position: str) -> tuple[str, str]:
+    return ("center", "center") if position == "center" else tuple(position.split())
+
+
+def _halves(classes: list, n: int) -> tuple[list, list]:
+    return classes[: (n + 1) // 2], classes[(n + 1) // 2:]
+
+
+def dataset_classes(name: str, seed: int = 0) -> list[tuple[str, ...]]:
+    """The classes of data set ``name`` in label order, each a tuple of values of its defining attributes.
+
+    Base = first half (rounded up), new = second half. Single-attribute sets: every value, in a seeded order
+    (position: until every row and column word is on both sides). Mixed: ``n_classes`` distinct triples with
+    every colour, texture and shape of its subset on both sides, each about equally often."""
+    spec = DATASETS[name]
+    rng = random.Random(_stream(seed, name))
+    if len(spec.defining) == 1:
+        values = [(v,) for v in VALUES[spec.defining[0]]]
+        while True:
+            rng.shuffle(values)
+            if spec.defining[0] != "position":
+                return list(values)
+            halves = _halves(values, len(values))
+            if all({_row_col(p)[i] for (p,) in half} == set(words) for half in halves
+                   for i, words in enumerate((_ROWS, _COLS))):
+                return list(values)
+    n = spec.n_classes
+    while True:  # each half: every value equally often (up to one), shuffled per attribute, zipped into triples
+        classes: list[tuple[str, ...]] = []
+        for half_n in (len(_halves(list(range(n)), n)[0]), len(_halves(list(range(n)), n)[1])):
+            columns = []
+            for a in spec.defining:
+                vals = list(spec.values(a))
+                if half_n < len(vals):
+                    raise ValueError(f"{name}: {half_n} classes per half cannot hold every {a}")
+                rng.shuffle(vals)
+                col = (vals * (half_n // len(vals) + 1))[:half_n]  # each value floor or ceil(half_n / k) times
+                rng.shuffle(col)
+                columns.append(col)
+            classes += list(zip(*columns))
+        if len(set(classes)) == n:
+            return classes
+
+
+def class_name(values: tuple[str, ...]) -> str:
+    return " ".join(values)
+
+
+def write_dataset(root: str, name: str, seed: int = 0, per_split: tuple[int, int, int] = PER_SPLIT) -> str:
+    """Render data set ``name`` into ``root/<folder>`` (CoOp layout) unless it is there with these settings."""
+    spec = DATASETS[name]
+    ddir = osp.join(root, spec.folder)
+    split_path = osp.join(ddir, spec.split_file)
+    meta = {"dataset": name, "seed": seed, "per_split": list(per_split), "resolution": RESOLUTION,
+            "classes": [class_name(c) for c in dataset_classes(name, seed)], "nuisance": NUISANCE.__dict__,
+            "generator": GENERATOR_VERSION}
     meta_path = osp.join(ddir, "world.json")
     if osp.exists(split_path) and osp.exists(meta_path):
         with open(meta_path) as f:
-            if json.load(f) == meta:
+            if json.load(f) == json.loads(json.dumps(meta)):
                 return ddir  # already generated with these settings
-    rng = np.random.default_rng(seed + 1000)
-    prng = random.Random(seed + 1000)
+    if osp.isdir(ddir):
+        shutil.rmtree(ddir)  # other settings: images, split and few-shot caches all go
+    stream = _stream(seed, name) + 1
+    rng, prng = np.random.default_rng(stream), random.Random(stream)
     split: dict[str, list] = {"train": [], "val": [], "test": []}
-    for label, (c, t, s) in enumerate(world_classes(seed, n_classes)):
-        name = class_name(c, t, s)
-        folder = name.replace(" ", "_")
+    for label, values in enumerate(dataset_classes(name, seed)):
+        cname = class_name(values)
+        folder = cname.replace(" ", "_")
+        os.makedirs(osp.join(ddir, "images", folder), exist_ok=True)
         for sname, n in zip(("train", "val", "test"), per_split):
             for i in range(n):
-                img, _ = render(c, t, s, prng.choice(list(POSITIONS)), rng)
+                attrs = {a: prng.choice(VALUES[a]) for a in ATTRIBUTES}  # nuisance attributes: uniform
+                attrs.update(zip(spec.defining, values))
+                img, _ = render(attrs["color"], attrs["texture"], attrs["shape"], attrs["position"], rng)
                 rel = f"{folder}/{sname}_{i:03d}.png"
-                os.makedirs(osp.join(ddir, "images", folder), exist_ok=True)
                 Image.fromarray(img).save(osp.join(ddir, "images", rel))
-                split[sname].append([rel, label, name])
+                split[sname].append([rel, label, cname])
     with open(split_path, "w") as f:
         json.dump(split, f)
     with open(meta_path, "w") as f:
         json.dump(meta, f)
     return ddir
+
+
+def write_all(root: str, seed: int = 0, per_split: tuple[int, int, int] = PER_SPLIT) -> list[str]:
+    """Every world data set under ``root`` (each cached by its settings)."""
+    return [write_dataset(root, name, seed, per_split) for name in DATASETS]
 
 
 def world_corpus() -> list[str]:
@@ -178,14 +371,17 @@ def world_corpus() -> list[str]:
     for c in COLORS:
         out += [f"a {c} color", f"something {c}", f"{c} tones", f"a {c} object"]
     for t in TEXTURES:
-        out += [f"a {w} pattern" for w in TEXTURE_WORDS[t]] + [f"a surface with {TEXTURE_NOUNS[t]}"]
+        out += [f"a {w} pattern" for w in TEXTURE_WORDS[t]] + [f"a surface with {TEXTURE_NOUNS[t]}", f"{t} texture"]
     for s in SHAPES:
         out += [f"a {s}", f"a {s} shape", f"a small {s}", f"an outline of a {s}"]
     for p in POSITIONS:
-        out += [f"in the {w}" for w in POSITION_WORDS[p]] + [f"something in the {p}"]
+        row, col = _row_col(p)
+        words = (_ROW_WORDS["center"] if p == "center"
+                 else [f"{r} {c}" for r in _ROW_WORDS[row] for c in _COL_WORDS[col]])
+        out += [f"in the {w}" for w in words] + [f"something in the {p}"]
     for b in BACKGROUNDS:
         out += [f"on a {b} background", f"a {b} scene"]
-    out += [f"a {c} {t} {s}" for c in COLORS for t in TEXTURES for s in SHAPES][::5]
+    out += [f"a {c} {t} {s}" for c in COLORS for t in TEXTURES for s in SHAPES][::7]
     return list(dict.fromkeys(out))
 
 
@@ -193,9 +389,12 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--root", default="data")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--datasets", default=",".join(DATASETS), help="comma-separated subset of " + ", ".join(DATASETS))
     p.add_argument("--corpus-out", default="", help="also write the world's description corpus here")
     args = p.parse_args()
-    print(f"wrote {write_dataset(args.root, args.seed)}")
+    for name in args.datasets.split(","):
+        ddir = write_dataset(args.root, name, args.seed)
+        print(f"{name}: {ddir} ({len(dataset_classes(name, args.seed))} classes)")
     if args.corpus_out:
         os.makedirs(osp.dirname(osp.abspath(args.corpus_out)), exist_ok=True)
         with open(args.corpus_out, "w") as f:

@@ -1,0 +1,62 @@
+# Sourced by scripts/demo.sh and scripts/world_benchmark.sh: the world's environment and labelled runs.
+# Sets W (WORLD_DIR, default output/world), exports what the protocol scripts read (DATA, OUTPUT, SHOTS, OPTS)
+# and pins the numerics of every python process (clipkit.determinism), so the digits are the same on every
+# machine and under any load.
+export PYTHONWARNINGS=ignore CLIP_OFFLINE=1 HF_HUB_OFFLINE=1 DEAR_NUMERICS=${DEAR_NUMERICS:-pinned}
+W=${WORLD_DIR:-output/world}
+export DATA=${W}/data OUTPUT=${W} SHOTS=${SHOTS:-16}
+# the world's CLIP and roles, 32 px images, no loader workers (a 2-core machine); each method's own config
+export OPTS="MODEL.BACKBONE.PATH ${W}/tiny_world_clip.pt TRAINER.DEAR.ROLES_FILE ${W}/tiny_world_roles.json \
+INPUT.SIZE (32,32) DATALOADER.NUM_WORKERS 0 DATALOADER.TEST.BATCH_SIZE 500 TRAIN.PRINT_FREQ 1000 ${EXTRA_OPTS:-}"
+# CoOp's official 200 epochs take minutes per run here and do not move its numbers much past the first few
+# dozen; the world runs it for COOP_EPOCHS (the only departure from a method's official config)
+COOP_EPOCHS=${COOP_EPOCHS:-20}
+START=${SECONDS}
+
+# say MESSAGE: a progress line with the elapsed time
+say() { printf '[%s %3dm%02ds] %s\n' "${LABEL:-world}" $(((SECONDS - START) / 60)) $(((SECONDS - START) % 60)) "$*"; }
+
+# accuracy_of: the accuracy a protocol script's output reports (a finished run, or one it skipped)
+accuracy_of() { sed -n 's/^\* accuracy: \([0-9.]*%\).*/\1/p; s/.*(accuracy \([0-9.]*%\))\. Skip\./\1 (cached)/p' | tail -1; }
+
+# b2n DATASET SEED TRAINER [CONFIG]: base-to-novel through the real scripts, one labelled line per split
+b2n() {
+    local ds=$1 seed=$2 trainer=$3 cfg=${4:-} acc log opts=${OPTS}
+    [ "${trainer}" = CoOp ] && opts="${opts} OPTIM.MAX_EPOCH ${COOP_EPOCHS}"
+    log=$(mktemp)
+    for split in base new; do
+        local script=base2new_train.sh
+        [ "${split}" = new ] && script=base2new_test.sh
+        if ! OPTS=${opts} bash "scripts/${script}" "${ds}" "${seed}" "${trainer}" ${cfg:+"${cfg}"} > "${log}" 2>&1; then
+            tail -20 "${log}" >&2
+            say "FAILED: ${trainer} ${ds} seed ${seed} ${split} (${script})"
+            rm -f "${log}"
+            return 1
+        fi
+        acc=$(accuracy_of < "${log}")
+        say "$(printf '%-12s %-15s seed %s %-4s accuracy %s' "${trainer}" "${ds}" "${seed}" "${split}" "${acc}")"
+    done
+    rm -f "${log}"
+}
+
+# world_setup: stages 1-3 (cached): the data sets, the tiny CLIP (shipped, or pretrained afresh with STEPS set),
+# its head roles by Concept Entropy
+world_setup() {
+    local DISCOVER_IMAGES=${DISCOVER_IMAGES:-400}
+    say "1/5 world data sets"
+    python -m tools.world --root "${DATA}" --corpus-out "${W}/world_corpus.txt"
+    say "2/5 tiny CLIP"
+    if [ -n "${STEPS:-}" ]; then
+        python -m tools.pretrain_world_clip --out "${W}/tiny_world_clip.pt" --steps "${STEPS}" \
+            --images "${PRETRAIN_IMAGES:-20000}" 2> "${W}/pretrain.log"  # the progress bar goes to the log
+    elif ! cmp -s tools/data/tiny_world_clip.pt "${W}/tiny_world_clip.pt"; then
+        mkdir -p "${W}" && cp -p tools/data/tiny_world_clip.pt tools/data/tiny_world_clip.pt.json "${W}/"
+    fi
+    say "3/5 head roles (Concept Entropy)"
+    if [ ! -f "${W}/tiny_world_roles.json" ] || [ "${W}/tiny_world_clip.pt" -nt "${W}/tiny_world_roles.json" ]; then
+        python -m head_roles.discover --weights "${W}/tiny_world_clip.pt" --images "${DATA}/world_mixed/images" \
+            --out "${W}/tiny_world_roles.json" --corpus "${W}/world_corpus.txt" --num-images "${DISCOVER_IMAGES}" \
+            --texts-per-head 8 > "${W}/discover.log" 2>&1 || { tail -20 "${W}/discover.log" >&2; exit 1; }
+        tail -2 "${W}/discover.log"
+    fi
+}
