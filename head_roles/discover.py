@@ -65,6 +65,7 @@ __all__ = [
     "CLIP_MEAN", "CLIP_STD", "DEFAULT_CORE", "TABLE6_QUANTILES", "DiscoveryError", "QuantileRule", "RoleRule",
     "ThresholdRule", "assign_roles", "cluster_concepts", "compare", "decompose", "discover", "distribution",
     "entropy", "file_id", "load_images", "load_stage_cache", "model_fingerprint", "normalised_entropy", "plot_roles",
+    "role_map",
     "save_stage_cache", "sbert_encode", "text_span",
 ]
 
@@ -399,7 +400,20 @@ def compare(a: HeadRoles, b: HeadRoles) -> str:
 
 
 def plot_roles(roles: HeadRoles, path: str) -> None:
-    """A layers x heads grid coloured by role and labelled by concept."""
+    """Save :func:`role_map` as a picture."""
+    import matplotlib.pyplot as plt
+
+    fig = role_map(roles)
+    fig.savefig(path, dpi=120, bbox_inches="tight")
+    plt.close(fig)
+
+
+def role_map(roles: HeadRoles):
+    """A figure: layers x heads coloured by role; specialized heads (attribute, other) labelled by concept.
+
+    Generalization and mixed heads carry no concept label (their concept is no role of theirs); labels are cut
+    to fit a cell and the legend sits outside the grid, so no two texts overlap.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -407,23 +421,23 @@ def plot_roles(roles: HeadRoles, path: str) -> None:
     from matplotlib.patches import Patch
 
     colors = {"attribute": "#4C72B0", "other_specialized": "#DD8452", "generalization": "#55A868", "mixed": "#C7C7C7"}
-    fig, ax = plt.subplots(figsize=(max(6.0, 1.0 + 0.9 * roles.num_heads), 1.4 + 0.7 * len(roles.layers)))
+    labelled = ("attribute", "other_specialized")
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.0 + 0.75 * roles.num_heads), 1.0 + 0.6 * len(roles.layers)))
     for yi, layer in enumerate(roles.layers):
         for h in roles.layer(layer):
             ax.add_patch(plt.Rectangle((h.head, yi), 0.95, 0.9, color=colors[h.role]))
-            label = "" if h.concept == "none" else h.concept[:6]
-            ax.text(h.head + 0.47, yi + 0.45, label, ha="center", va="center", fontsize=7)
+            if h.role in labelled and h.concept != "none":
+                ax.text(h.head + 0.47, yi + 0.45, h.concept[:8], ha="center", va="center", fontsize=6,
+                        color="white" if h.role == "attribute" else "black")
     ax.set_xlim(0, roles.num_heads)
     ax.set_ylim(0, len(roles.layers))
-    ax.set_xticks([i + 0.47 for i in range(roles.num_heads)], [str(i) for i in range(roles.num_heads)])
-    ax.set_yticks([i + 0.45 for i in range(len(roles.layers))], [f"layer {x}" for x in roles.layers])
+    ax.set_xticks([i + 0.47 for i in range(roles.num_heads)], [str(i) for i in range(roles.num_heads)], fontsize=7)
+    ax.set_yticks([i + 0.45 for i in range(len(roles.layers))], [f"layer {x}" for x in roles.layers], fontsize=7)
     ax.set_xlabel("head")
-    ax.set_title(f"Head roles: {roles.backbone}")
-    ax.legend(handles=[Patch(color=c, label=r) for r, c in colors.items()], loc="upper center",
-              bbox_to_anchor=(0.5, -0.25), ncol=2, fontsize=8, frameon=False)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    ax.set_title(f"Head roles: {roles.backbone}", fontsize=9)
+    ax.legend(handles=[Patch(color=c, label=r.replace("_", " ")) for r, c in colors.items()], loc="upper left",
+              bbox_to_anchor=(1.01, 1.0), fontsize=7, frameon=False)
+    return fig
 
 
 if __name__ == "__main__":  # python -m head_roles.discover: the command line lives in discover_cli

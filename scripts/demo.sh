@@ -32,7 +32,7 @@ done
 say "5/5 pictures"
 python -m tools.figures --runs "${W}/base2new/train_base/world_mixed/shots_16/DeAR/dear" \
     --clip "${W}/tiny_world_clip.pt" --roles "${W}/tiny_world_roles.json" --images "${DATA}/world_mixed" \
-    --out "${W}/figures" INPUT.SIZE "(32,32)" | tail -3
+    --out "${W}/figures" INPUT.SIZE "(32,32)" | tail -6
 echo
 python parse_test_res.py "${W}/base2new" --table --csv "${W}/results.csv"
 say "done"

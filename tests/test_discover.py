@@ -328,8 +328,21 @@ def test_cli_errors(tmp_path, capsys):
 
 
 def test_role_map_png(tmp_path):
-    from head_roles.discover import plot_roles
+    import matplotlib.pyplot as plt
+    from figure_checks import overlapping_texts
+
+    from head_roles.discover import plot_roles, role_map
 
     plot_roles(load_roles("ViT-B/16"), str(tmp_path / "map.png"))
     assert (tmp_path / "map.png").read_bytes()[:4] == b"\x89PNG"
+    roles = load_roles("ViT-B/16")
+    fig = role_map(roles)
+    ax = fig.axes[0]
+    cell_labels = sorted(t.get_text() for t in ax.texts)
+    # concepts only on specialized heads: none on generalization or mixed heads
+    expected = sorted(h.concept[:8] for layer in roles.layers for h in roles.layer(layer)
+                      if h.role in ("attribute", "other_specialized") and h.concept != "none")
+    assert cell_labels == expected and len(expected) == 36  # Table 2: 36 specialized heads of 48
+    assert overlapping_texts(fig) == []
+    plt.close(fig)
     json.dumps(load_roles("ViT-B/16").to_dict())  # serialisable

@@ -121,7 +121,7 @@ def test_generation_is_deterministic_cached_and_independent_of_hash_seed(tmp_pat
 # A shortened pretraining schedule and the digest of its weights under pinned numerics (tools/determinism.py),
 # measured with the torch version below. Any x86-64 machine with AVX2 gives these bits.
 SHORT = ["--steps", "3", "--batch", "32", "--images", "256", "--no-probe"]
-SHORT_DIGEST = {"torch": "2.14.1", "sha256": "cbe2302f6651780c"}
+SHORT_DIGEST = {"torch": "2.14.1", "sha256": "204d8257db7af7ac"}
 
 
 def _pretrain(out, extra_env):
@@ -168,6 +168,59 @@ def test_shipped_world_clip_is_what_the_tool_makes():
     assert state_digest(clip_state_dict(model)) == meta["sha256"]
 
 
+class _StubDeAR:
+    """What tools.figures.retrieval reads of a DeAR model: per-token image features and the queries' text."""
+
+    def __init__(self, feats: torch.Tensor):
+        self.learner = type("L", (), {"attributes": ("color", "location")})()
+        self.feats = feats
+
+    def image_features(self, images):
+        return {"f_attr": self.feats}
+
+    def set_classes(self, names, template):
+        self.names = names
+
+    def text_features(self):
+        return torch.eye(2, 3)  # token k's query points along axis k
+
+
+def test_retrieval_scores_hits_against_the_worlds_ground_truth():
+    import matplotlib.pyplot as plt
+    from figure_checks import overlapping_texts
+
+    from tools.figures import RETRIEVAL_QUERIES, retrieval, retrieval_figure
+
+    truth = [dict(color=c, position=p) for c, p in
+             [("red", "top left"), ("blue", "top left"), ("red", "center"), ("green", "bottom left")]]
+    # colour token: scores 4, 3, 2, 1 -> picks 0, 1 (red, blue); location token: picks 3, 1 (bottom left, top left)
+    feats = torch.tensor([[[4.0, 0, 0], [0, 1, 0]], [[3, 0, 0], [0, 2, 0]], [[2, 0, 0], [0, 0, 0]],
+                          [[1, 0, 0], [0, 3, 0]]])
+    images = torch.zeros(4, 3, 8, 8)
+    found = retrieval(_StubDeAR(feats), images, RETRIEVAL_QUERIES, top=2, truth=truth)
+    assert found["color"] == {"picks": [0, 1], "hits": [True, False], "precision_at_k": 0.5, "chance": 0.5}
+    assert found["location"] == {"picks": [3, 1], "hits": [False, True], "precision_at_k": 0.5, "chance": 0.5}
+    fig = retrieval_figure(images, found, RETRIEVAL_QUERIES)
+    titles = [ax.get_title(loc="left") for ax in fig.axes if ax.get_title(loc="left")]
+    assert titles == ['color token: "something red"   P@2 = 0.50 (chance 0.50)',
+                      'location token: "something in the top left"   P@2 = 0.50 (chance 0.50)']
+    frames = [p.get_edgecolor() for ax in fig.axes for p in ax.patches]
+    assert len(frames) == 4  # every pick framed: hit green, miss red
+    assert overlapping_texts(fig) == []
+    plt.close(fig)
+    assert retrieval(_StubDeAR(feats), images, RETRIEVAL_QUERIES, top=2)["color"]["precision_at_k"] is None
+
+
+def test_datasets_record_every_images_attributes(tmp_path):
+    ddir = world.write_dataset(str(tmp_path), "world_texture", per_split=(1, 1, 1))
+    attrs = json.loads((tmp_path / "world_texture" / world.ATTRIBUTES_FILE).read_text())
+    split = json.loads((tmp_path / "world_texture" / world.DATASETS["world_texture"].split_file).read_text())
+    items = [it for part in split.values() for it in part]
+    assert sorted(attrs) == sorted(rel for rel, _, _ in items) and ddir.endswith("world_texture")
+    for rel, _, cname in items:  # the defining attribute is the class; every attribute has a world value
+        assert attrs[rel]["texture"] == cname and all(attrs[rel][a] in world.VALUES[a] for a in world.ATTRIBUTES)
+
+
 @pytest.mark.parametrize("steps", ["3"])
 def test_demo_chain_shortened(tmp_path, steps):
     """scripts/demo.sh end to end with tiny settings: world, pretraining, discovery, base2new, table, pictures."""
@@ -184,4 +237,8 @@ def test_demo_chain_shortened(tmp_path, steps):
         assert label in out.stdout, label  # progress lines name method, seed and split
     for png in ("head_roles.png", "fusion_weights.png", "attribute_retrieval.png"):
         assert (tmp_path / "world" / "figures" / png).read_bytes()[:4] == b"\x89PNG"
+    found = json.loads((tmp_path / "world" / "figures" / "attribute_retrieval.json").read_text())["retrieval"]
+    for token, r in found.items():  # the world's ground truth scores every token's picks
+        assert 0 <= r["precision_at_k"] <= 1 and 0 < r["chance"] < 1, token
+        assert f"retrieval {token:9s} precision@8 {r['precision_at_k']:.2f}" in out.stdout
     assert (tmp_path / "world" / "tiny_world_roles.json").is_file()

@@ -15,8 +15,11 @@ import os.path as osp
 import numpy as np
 import torch
 
-RETRIEVAL_QUERIES = {"color": "something red", "shape": "a circle", "texture": "a striped pattern",
-                     "object": "a triangle", "location": "something in the top left"}
+# per attribute token: the query text and, for the built-in world, the attribute value that makes an image a hit
+RETRIEVAL_QUERIES = {"color": ("something red", "color", "red"), "shape": ("a circle", "shape", "circle"),
+                     "texture": ("a striped pattern", "texture", "striped"),
+                     "object": ("a triangle", "shape", "triangle"),
+                     "location": ("something in the top left", "position", "top left")}
 
 
 def fusion_heatmap(rows: dict[str, list[float]], paths: list[str], out: str) -> None:
@@ -42,40 +45,67 @@ def fusion_heatmap(rows: dict[str, list[float]], paths: list[str], out: str) -> 
     plt.close(fig)
 
 
-def retrieval_grid(model, images: torch.Tensor, queries: dict[str, str], out: str, top: int = 8) -> dict:
-    """For each attribute token, the images whose attribute feature is closest to the query's text feature."""
+def retrieval(model, images: torch.Tensor, queries: dict[str, tuple[str, str, str]], top: int = 8,
+              truth: list[dict[str, str]] | None = None) -> dict:
+    """For each attribute token, the ``top`` images whose attribute feature is closest to its query's text feature.
+
+    With ``truth`` (each image's attribute values, as the world writes them) every pick is a hit or a miss, and
+    precision@k is reported per token next to its chance (the share of hits in the pool).
+    Returns ``{token: {"picks": [...], "hits": [...] | None, "precision_at_k": p | None, "chance": c | None}}``.
+    """
+    attrs = list(model.learner.attributes)
+    with torch.no_grad():
+        feats = model.image_features(images)["f_attr"]  # [N, K, E]
+        model.set_classes([queries[a][0] for a in attrs], "{}")
+        text = model.text_features()  # [K, E]
+    result = {}
+    for k, a in enumerate(attrs):
+        _, attribute, value = queries[a]
+        idx = (feats[:, k] @ text[k]).topk(min(top, len(images))).indices.tolist()
+        hits = [truth[i].get(attribute) == value for i in idx] if truth is not None else None
+        result[a] = {"picks": idx, "hits": hits,
+                     "precision_at_k": sum(hits) / len(idx) if hits else None,
+                     "chance": sum(t.get(attribute) == value for t in truth) / len(truth) if truth else None}
+    return result
+
+
+def retrieval_figure(images: torch.Tensor, found: dict, queries: dict[str, tuple[str, str, str]]):
+    """One row per token: its picks, framed green (hit) or red (miss) when known, titled with precision@k."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.patches import Rectangle
 
-    attrs = list(model.learner.attributes)
-    with torch.no_grad():
-        feats = model.image_features(images)["f_attr"]  # [N, K, E]
-        model.set_classes([queries[a] for a in attrs], "{}")
-        text = model.text_features()  # [K, E]
-    picks = {}
-    fig, axes = plt.subplots(len(attrs), top, figsize=(1.1 * top, 1.25 * len(attrs)))
+    top = max(len(r["picks"]) for r in found.values())
+    fig, axes = plt.subplots(len(found), top, figsize=(1.1 * top, 1.35 * len(found)), squeeze=False)
     mean = torch.tensor((0.48145466, 0.4578275, 0.40821073)).view(3, 1, 1)
     std = torch.tensor((0.26862954, 0.26130258, 0.27577711)).view(3, 1, 1)
-    for k, a in enumerate(attrs):
-        scores = feats[:, k] @ text[k]
-        idx = scores.topk(min(top, len(scores))).indices.tolist()
-        picks[a] = idx
+    for k, (a, r) in enumerate(found.items()):
         for j in range(top):
             ax = axes[k, j]
-            ax.axis("off")
-            if j < len(idx):
-                img = (images[idx[j]].cpu() * std + mean).clamp(0, 1).permute(1, 2, 0).numpy()
+            ax.set_xticks([])
+            ax.set_yticks([])
+            for side in ax.spines.values():
+                side.set_visible(False)
+            if j < len(r["picks"]):
+                img = (images[r["picks"][j]].cpu() * std + mean).clamp(0, 1).permute(1, 2, 0).numpy()
                 ax.imshow(img, interpolation="nearest")
-        axes[k, 0].set_title(f'{a} token: "{queries[a]}"', fontsize=8, loc="left")
+                if r["hits"] is not None:
+                    ax.add_patch(Rectangle((0, 0), 1, 1, transform=ax.transAxes, fill=False, clip_on=False,
+                                           lw=3, edgecolor="#2CA02C" if r["hits"][j] else "#D62728"))
+        score = "" if r["precision_at_k"] is None else \
+            f"   P@{len(r['picks'])} = {r['precision_at_k']:.2f} (chance {r['chance']:.2f})"
+        axes[k, 0].set_title(f'{a} token: "{queries[a][0]}"{score}', fontsize=8, loc="left")
+    if any(r["hits"] is not None for r in found.values()):
+        fig.suptitle("green frame: the image has the queried value; red: it does not", fontsize=8)
     fig.tight_layout()
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
-    return picks
+    return fig
 
 
 def main(argv: list[str] | None = None) -> None:
+    import matplotlib.pyplot as plt
+
     import dasslite
 
     dasslite.use_dassl()
@@ -87,6 +117,7 @@ def main(argv: list[str] | None = None) -> None:
     from clipkit.trainer import load_learner
     from head_roles import load_roles
     from head_roles.discover import plot_roles
+    from tools.world import ATTRIBUTES_FILE
     from trainers.dear import DeAR
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -132,10 +163,24 @@ def main(argv: list[str] | None = None) -> None:
         test = json.load(f)["test"]
     tfm = build_transform(cfg, is_train=False)
     images = torch.stack([tfm(read_image(osp.join(args.images, "images", rel))) for rel, _, _ in test])
-    picks = retrieval_grid(model, images, RETRIEVAL_QUERIES, osp.join(args.out, "attribute_retrieval.png"))
-    summary = {a: [test[i][2] for i in idx] for a, idx in picks.items()}
+    truth = None
+    attrs_path = osp.join(args.images, ATTRIBUTES_FILE)  # the world's ground truth; other data sets have none
+    if osp.isfile(attrs_path):
+        with open(attrs_path) as f:
+            by_image = json.load(f)
+        truth = [by_image[rel] for rel, _, _ in test]
+    found = retrieval(model, images, RETRIEVAL_QUERIES, truth=truth)
+    fig = retrieval_figure(images, found, RETRIEVAL_QUERIES)
+    fig.savefig(osp.join(args.out, "attribute_retrieval.png"), dpi=120)
+    plt.close(fig)
+    summary = {a: {"top_classes": [test[i][2] for i in r["picks"]], "precision_at_k": r["precision_at_k"],
+                   "chance": r["chance"]} for a, r in found.items()}
     with open(osp.join(args.out, "attribute_retrieval.json"), "w") as f:
-        json.dump({"queries": RETRIEVAL_QUERIES, "top_classes": summary, "fusion_weights": rows}, f, indent=2)
+        json.dump({"queries": RETRIEVAL_QUERIES, "retrieval": summary, "fusion_weights": rows}, f, indent=2)
+    for a, r in summary.items():
+        if r["precision_at_k"] is not None:
+            print(f"retrieval {a:9s} precision@{len(r['top_classes'])} {r['precision_at_k']:.2f} "
+                  f"(chance {r['chance']:.2f})")
     print(f"wrote {args.out}/head_roles.png, fusion_weights.png, attribute_retrieval.png")
 
 

@@ -41,7 +41,12 @@ STD = torch.tensor((0.26862954, 0.26130258, 0.27577711)).view(1, 3, 1, 1)
 ARCH = dict(embed_dim=256, image_resolution=32, vision_layers=6, vision_width=128, vision_heads=8,
             vision_patch_size=8, context_length=32, transformer_width=64, text_heads=4, transformer_layers=4)
 # the schedule and caption knobs the shipped model was made with (the command line's defaults)
-DEFAULTS = dict(steps=600, batch=64, n_images=20000, lr=1e-3, seed=0, caption_noise=CAPTION_NOISE, mention=MENTION)
+DEFAULTS = dict(steps=2400, batch=64, n_images=20000, lr=1e-3, seed=0, caption_noise=CAPTION_NOISE, mention=MENTION,
+                positives="caption")
+# which pairs of a batch are positives: "index" (CLIP's InfoNCE: image i with caption i only) or "caption" (also
+# every other image whose caption is the same token sequence, as soft targets): with 10 colours, a batch of 64
+# holds about 6 images that a colour caption describes equally well, and "index" calls 5 of them negatives
+POSITIVES = ("index", "caption")
 # every HARD_EVERY-th batch is a hard one: its images share the values of one of HARD_GROUPS in turn (here:
 # their colour, the cue learnt first, which otherwise crowds out the others); 0: no hard batches
 HARD_EVERY = 2
@@ -84,10 +89,12 @@ def default_settings() -> dict:
 def pretrain(out: str, steps: int = DEFAULTS["steps"], batch: int = DEFAULTS["batch"],
              n_images: int = DEFAULTS["n_images"], lr: float = DEFAULTS["lr"], seed: int = DEFAULTS["seed"],
              caption_noise: float = CAPTION_NOISE, mention: float = MENTION, numerics: dict | None = None,
-             probe: bool = True) -> dict:
+             probe: bool = True, positives: str = DEFAULTS["positives"]) -> dict:
     """Train, save ``out`` (state dict) and ``out.json`` (settings, result, digest); reuse them if present."""
     settings = dict(ARCH, steps=steps, batch=batch, n_images=n_images, lr=lr, seed=seed,
-                    caption_noise=caption_noise, mention=mention, numerics=numerics or {})
+                    caption_noise=caption_noise, mention=mention, positives=positives, numerics=numerics or {})
+    if positives not in POSITIVES:
+        raise ValueError(f"positives must be one of {POSITIVES}, got {positives!r}")
     meta_path = out + ".json"
     if osp.exists(out) and osp.exists(meta_path):
         with open(meta_path) as f:
@@ -138,7 +145,11 @@ def pretrain(out: str, steps: int = DEFAULTS["steps"], batch: int = DEFAULTS["ba
             txt = tok[idx]
             txt = txt[:, : int(txt.argmax(dim=-1).max()) + 1]  # drop padding after the last end-of-text (exact)
             logits = scale * fi @ F.normalize(text_tower(txt), dim=-1).t()
-            losses.append((F.cross_entropy(logits, labels) + F.cross_entropy(logits.t(), labels)) / 2)
+            target = labels
+            if positives == "caption":  # rows of equal captions share the target mass (symmetric, so one target)
+                same = (txt[:, None, :] == txt[None, :, :]).all(-1).to(logits.dtype)
+                target = same / same.sum(1, keepdim=True)
+            losses.append((F.cross_entropy(logits, target) + F.cross_entropy(logits.t(), target)) / 2)
         loss = torch.stack(losses).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -172,11 +183,12 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=DEFAULTS["seed"])
     p.add_argument("--caption-noise", type=float, default=CAPTION_NOISE)
     p.add_argument("--mention", type=float, default=MENTION)
+    p.add_argument("--positives", choices=POSITIVES, default=DEFAULTS["positives"])
     p.add_argument("--no-probe", action="store_true", help="skip the attribute probe (digest checks)")
     args = p.parse_args()
     numerics = pin_numerics()  # before any tensor is computed
     pretrain(args.out, args.steps, args.batch, args.images, args.lr, args.seed, args.caption_noise, args.mention,
-             numerics, probe=not args.no_probe)
+             numerics, probe=not args.no_probe, positives=args.positives)
 
 
 if __name__ == "__main__":

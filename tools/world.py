@@ -73,7 +73,8 @@ GENERIC_NOUNS = ("object", "shape", "thing")
 CAPTION_NOISE = 0.1  # probability that a caption names an attribute with a wrong value
 MENTION = 0.3  # probability that a caption names an attribute besides the one it is about
 VARIETY = 0.25  # probability that a caption words something otherwise than the prompts do (synonyms, order)
-GENERATOR_VERSION = 2  # bump when rendering or class drawing changes, so cached data sets are regenerated
+GENERATOR_VERSION = 3  # bump when rendering, class drawing or the files written change: cached sets are regenerated
+ATTRIBUTES_FILE = "attributes.json"  # per data set: every image's four attribute values (rel path -> values)
 
 
 @dataclass(frozen=True)
@@ -341,6 +342,7 @@ def write_dataset(root: str, name: str, seed: int = 0, per_split: tuple[int, int
     stream = _stream(seed, name) + 1
     rng, prng = np.random.default_rng(stream), random.Random(stream)
     split: dict[str, list] = {"train": [], "val": [], "test": []}
+    image_attrs: dict[str, dict[str, str]] = {}
     for label, values in enumerate(dataset_classes(name, seed)):
         cname = class_name(values)
         folder = cname.replace(" ", "_")
@@ -353,8 +355,11 @@ def write_dataset(root: str, name: str, seed: int = 0, per_split: tuple[int, int
                 rel = f"{folder}/{sname}_{i:03d}.png"
                 Image.fromarray(img).save(osp.join(ddir, "images", rel))
                 split[sname].append([rel, label, cname])
+                image_attrs[rel] = attrs
     with open(split_path, "w") as f:
         json.dump(split, f)
+    with open(osp.join(ddir, ATTRIBUTES_FILE), "w") as f:  # ground truth for retrieval figures and probes
+        json.dump(image_attrs, f, sort_keys=True)
     with open(meta_path, "w") as f:
         json.dump(meta, f)
     return ddir
