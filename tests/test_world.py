@@ -242,3 +242,15 @@ def test_demo_chain_shortened(tmp_path, steps):
         assert 0 <= r["precision_at_k"] <= 1 and 0 < r["chance"] < 1, token
         assert f"retrieval {token:9s} precision@8 {r['precision_at_k']:.2f}" in out.stdout
     assert (tmp_path / "world" / "tiny_world_roles.json").is_file()
+
+
+def test_linear_probe_reads_the_shipped_clip_and_refuses_a_folder_without_a_split(tmp_path, capsys):
+    from tools.linear_probe import main, probe
+
+    folder = world.write_dataset(str(tmp_path), "world_position", per_split=(8, 2, 4))
+    r = probe(os.path.join(ROOT, "tools", "data", "tiny_world_clip.pt"), folder, shots=8, seed=1, cs=(1, 100))
+    # position is what the shipped CLIP reads best (probe 100%): its features separate the 5 base cells
+    assert (r["classes"], r["train_images"], r["test_images"]) == (5, 40, 20) and r["test"] >= 90
+    assert probe(os.path.join(ROOT, "tools", "data", "tiny_world_clip.pt"), folder, 8, 1, (1, 100)) == r
+    with pytest.raises(SystemExit, match="expected one split_zhou_"):
+        main(["--clip", "x.pt", "--data", str(tmp_path)])
