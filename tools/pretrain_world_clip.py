@@ -11,8 +11,10 @@ the head counts as reserved integer entries, which ``clipkit.load_clip`` reads l
 existing file with the same settings is reused.
 
 Knobs (all stored in ``<out>.json`` with the result): ``--steps``, ``--batch``, ``--images``, ``--lr``,
-``--caption-noise`` (probability that a caption names an attribute wrongly) and ``--mention`` (probability
-that a caption names a given attribute), besides the world's own ``tools.world.NUISANCE``.
+``--caption-noise`` (probability that a caption names an attribute wrongly), ``--mention`` (probability
+that a caption names a given attribute), ``--variety`` (probability that a caption words something otherwise
+than the prompts do) and ``--positives`` (CLIP's one-positive targets or caption-aware ones), besides the
+world's own ``tools.world.NUISANCE``.
 """
 from __future__ import annotations
 
@@ -34,7 +36,7 @@ from clipkit.loader import clip_state_dict
 from clipkit.surgery import TextTower
 from clipkit.text import tokenize
 from clipkit.tiny import build_clip
-from tools.world import ATTRIBUTES, CAPTION_NOISE, MENTION, VALUES, pretraining_set, render
+from tools.world import ATTRIBUTES, CAPTION_NOISE, MENTION, VALUES, VARIETY, pretraining_set, render
 
 MEAN = torch.tensor((0.48145466, 0.4578275, 0.40821073)).view(1, 3, 1, 1)
 STD = torch.tensor((0.26862954, 0.26130258, 0.27577711)).view(1, 3, 1, 1)
@@ -42,7 +44,7 @@ ARCH = dict(embed_dim=256, image_resolution=32, vision_layers=6, vision_width=12
             vision_patch_size=8, context_length=32, transformer_width=64, text_heads=4, transformer_layers=4)
 # the schedule and caption knobs the shipped model was made with (the command line's defaults)
 DEFAULTS = dict(steps=2400, batch=64, n_images=20000, lr=1e-3, seed=0, caption_noise=CAPTION_NOISE, mention=MENTION,
-                positives="caption")
+                variety=VARIETY, positives="caption")
 # which pairs of a batch are positives: "index" (CLIP's InfoNCE: image i with caption i only) or "caption" (also
 # every other image whose caption is the same token sequence, as soft targets): with 10 colours, a batch of 64
 # holds about 6 images that a colour caption describes equally well, and "index" calls 5 of them negatives
@@ -89,10 +91,11 @@ def default_settings() -> dict:
 def pretrain(out: str, steps: int = DEFAULTS["steps"], batch: int = DEFAULTS["batch"],
              n_images: int = DEFAULTS["n_images"], lr: float = DEFAULTS["lr"], seed: int = DEFAULTS["seed"],
              caption_noise: float = CAPTION_NOISE, mention: float = MENTION, numerics: dict | None = None,
-             probe: bool = True, positives: str = DEFAULTS["positives"]) -> dict:
+             probe: bool = True, positives: str = DEFAULTS["positives"], variety: float = VARIETY) -> dict:
     """Train, save ``out`` (state dict) and ``out.json`` (settings, result, digest); reuse them if present."""
     settings = dict(ARCH, steps=steps, batch=batch, n_images=n_images, lr=lr, seed=seed,
-                    caption_noise=caption_noise, mention=mention, positives=positives, numerics=numerics or {})
+                    caption_noise=caption_noise, mention=mention, variety=variety, positives=positives,
+                    numerics=numerics or {})
     if positives not in POSITIVES:
         raise ValueError(f"positives must be one of {POSITIVES}, got {positives!r}")
     meta_path = out + ".json"
@@ -104,7 +107,8 @@ def pretrain(out: str, steps: int = DEFAULTS["steps"], batch: int = DEFAULTS["ba
             return meta
     torch.manual_seed(seed)
     t0 = time.time()
-    images, captions, attrs = pretraining_set(n_images, seed=seed + 1, noise=caption_noise, mention=mention)
+    images, captions, attrs = pretraining_set(n_images, seed=seed + 1, noise=caption_noise, mention=mention,
+                                             variety=variety)
     # one token tensor per caption focus ([n, context] each): every step contrasts the batch with each
     tokens = [tokenize([caps[k] for caps in captions], ARCH["context_length"]) for k in range(len(ATTRIBUTES))]
     # hard negatives: batches whose images share the values of HARD_GROUPS[i] (in turn), so that the others
@@ -183,12 +187,13 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=DEFAULTS["seed"])
     p.add_argument("--caption-noise", type=float, default=CAPTION_NOISE)
     p.add_argument("--mention", type=float, default=MENTION)
+    p.add_argument("--variety", type=float, default=VARIETY)
     p.add_argument("--positives", choices=POSITIVES, default=DEFAULTS["positives"])
     p.add_argument("--no-probe", action="store_true", help="skip the attribute probe (digest checks)")
     args = p.parse_args()
     numerics = pin_numerics()  # before any tensor is computed
     pretrain(args.out, args.steps, args.batch, args.images, args.lr, args.seed, args.caption_noise, args.mention,
-             numerics, probe=not args.no_probe, positives=args.positives)
+             numerics, probe=not args.no_probe, positives=args.positives, variety=args.variety)
 
 
 if __name__ == "__main__":
