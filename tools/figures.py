@@ -79,8 +79,9 @@ def retrieval_figure(images: torch.Tensor, found: dict, queries: dict[str, tuple
 
     top = max(len(r["picks"]) for r in found.values())
     fig, axes = plt.subplots(len(found), top, figsize=(1.1 * top, 1.35 * len(found)), squeeze=False)
-    mean = torch.tensor((0.48145466, 0.4578275, 0.40821073)).view(3, 1, 1)
-    std = torch.tensor((0.26862954, 0.26130258, 0.27577711)).view(3, 1, 1)
+    from head_roles.discover import CLIP_MEAN, CLIP_STD
+
+    mean, std = torch.tensor(CLIP_MEAN).view(3, 1, 1), torch.tensor(CLIP_STD).view(3, 1, 1)
     for k, (a, r) in enumerate(found.items()):
         for j in range(top):
             ax = axes[k, j]

@@ -39,8 +39,9 @@ def features(model, folder: str, items: list, batch: int = 256) -> np.ndarray:
     from PIL import Image
 
     size = model.visual.input_resolution
-    mean = torch.tensor((0.48145466, 0.4578275, 0.40821073)).view(1, 3, 1, 1)
-    std = torch.tensor((0.26862954, 0.26130258, 0.27577711)).view(1, 3, 1, 1)
+    from head_roles.discover import CLIP_MEAN, CLIP_STD
+
+    mean, std = torch.tensor(CLIP_MEAN).view(1, 3, 1, 1), torch.tensor(CLIP_STD).view(1, 3, 1, 1)
     out = []
     for i in range(0, len(items), batch):
         imgs = []

@@ -36,10 +36,11 @@ from clipkit.loader import clip_state_dict
 from clipkit.surgery import TextTower
 from clipkit.text import tokenize
 from clipkit.tiny import build_clip
+from head_roles.discover import CLIP_MEAN, CLIP_STD
 from tools.world import ATTRIBUTES, CAPTION_NOISE, MENTION, VALUES, VARIETY, pretraining_set, render
 
-MEAN = torch.tensor((0.48145466, 0.4578275, 0.40821073)).view(1, 3, 1, 1)
-STD = torch.tensor((0.26862954, 0.26130258, 0.27577711)).view(1, 3, 1, 1)
+MEAN = torch.tensor(CLIP_MEAN).view(1, 3, 1, 1)
+STD = torch.tensor(CLIP_STD).view(1, 3, 1, 1)
 ARCH = dict(embed_dim=256, image_resolution=32, vision_layers=6, vision_width=128, vision_heads=8,
             vision_patch_size=8, context_length=32, transformer_width=64, text_heads=4, transformer_layers=4)
 # the schedule and caption knobs the shipped model was made with (the command line's defaults)
