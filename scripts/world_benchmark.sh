@@ -40,8 +40,7 @@ if [ "${XD:-1}" = "1" ]; then
     for trainer in "${T[@]}"; do
         [ "${trainer}" = ZeroshotCLIP ] && continue  # nothing to train; its numbers are the base2new ones
         for seed in "${S[@]}"; do
-            opts=${OPTS}
-            [ "${trainer}" = CoOp ] && opts="${opts} OPTIM.MAX_EPOCH ${COOP_EPOCHS}"
+            opts=$(method_opts "${trainer}")
             OPTS=${opts} bash scripts/xd_train.sh "${SOURCE}" "${seed}" "${trainer}" | accuracy_of \
                 | sed "s/^/$(printf '%-12s %s seed %s: ' "${trainer}" "${SOURCE}" "${seed}")/"
             for ds in "${D[@]}"; do

@@ -9,7 +9,8 @@ export DATA=${W}/data OUTPUT=${W} SHOTS=${SHOTS:-16}
 export OPTS="MODEL.BACKBONE.PATH ${W}/tiny_world_clip.pt TRAINER.DEAR.ROLES_FILE ${W}/tiny_world_roles.json \
 INPUT.SIZE (32,32) DATALOADER.NUM_WORKERS 0 DATALOADER.TEST.BATCH_SIZE 500 TRAIN.PRINT_FREQ 1000 ${EXTRA_OPTS:-}"
 # CoOp's official 200 epochs take minutes per run here and do not move its numbers much past the first few
-# dozen; the world runs it for COOP_EPOCHS (the only departure from a method's official config)
+# dozen; the world runs it for COOP_EPOCHS (with the scaled prompt depths of method_opts, the only departures
+# from a method's official config)
 COOP_EPOCHS=${COOP_EPOCHS:-20}
 START=${SECONDS}
 
@@ -19,10 +20,20 @@ say() { printf '[%s %3dm%02ds] %s\n' "${LABEL:-world}" $(((SECONDS - START) / 60
 # accuracy_of: the accuracy a protocol script's output reports (a finished run, or one it skipped)
 accuracy_of() { sed -n 's/^\* accuracy: \([0-9.]*%\).*/\1/p; s/.*(accuracy \([0-9.]*%\))\. Skip\./\1 (cached)/p' | tail -1; }
 
+# method_opts TRAINER [CONFIG]: OPTS plus the world's two departures from a method's config: CoOp's epochs, and
+# prompt depths scaled from ViT-B/16's 12 layers to the tiny CLIP's (tools/world_depths.py)
+method_opts() {
+    local trainer=$1 cfg=${2:-} opts=${OPTS}
+    [ -n "${cfg}" ] || cfg=$(echo "${trainer}" | tr '[:upper:]' '[:lower:]')
+    [ "${trainer}" = ZeroshotCLIP ] && cfg=${2:-zsclip}
+    [ "${trainer}" = CoOp ] && opts="${opts} OPTIM.MAX_EPOCH ${COOP_EPOCHS}"
+    echo "${opts} $(python -m tools.world_depths "configs/${cfg}.yaml")"
+}
+
 # b2n DATASET SEED TRAINER [CONFIG]: base-to-novel through the real scripts, one labelled line per split
 b2n() {
-    local ds=$1 seed=$2 trainer=$3 cfg=${4:-} acc log opts=${OPTS}
-    [ "${trainer}" = CoOp ] && opts="${opts} OPTIM.MAX_EPOCH ${COOP_EPOCHS}"
+    local ds=$1 seed=$2 trainer=$3 cfg=${4:-} acc log opts
+    opts=$(method_opts "${trainer}" "${cfg}")
     log=$(mktemp)
     for split in base new; do
         local script=base2new_train.sh

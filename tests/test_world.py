@@ -254,3 +254,24 @@ def test_linear_probe_reads_the_shipped_clip_and_refuses_a_folder_without_a_spli
     assert probe(os.path.join(ROOT, "tools", "data", "tiny_world_clip.pt"), folder, 8, 1, (1, 100)) == r
     with pytest.raises(SystemExit, match="expected one split_zhou_"):
         main(["--clip", "x.pt", "--data", str(tmp_path)])
+
+
+def test_world_depths_scale_each_official_depth_to_the_tiny_clip():
+    import yaml
+
+    from tools.world_depths import main, scaled_depth_opts
+
+    def opts(name):
+        with open(os.path.join(ROOT, "configs", f"{name}.yaml")) as f:
+            return scaled_depth_opts(yaml.safe_load(f), vision_layers=6, text_layers=4)
+
+    # share of 12 layers kept: 12 -> all, 9 -> ceil(0.75 L), a coupled depth by the smaller (text) tower
+    assert opts("ivlp") == ["TRAINER.IVLP.PROMPT_DEPTH_TEXT", "4", "TRAINER.IVLP.PROMPT_DEPTH_VISION", "6"]
+    assert opts("maple") == ["TRAINER.MAPLE.PROMPT_DEPTH", "3"]
+    assert opts("promptsrc") == ["TRAINER.PROMPTSRC.PROMPT_DEPTH_TEXT", "3",
+                                 "TRAINER.PROMPTSRC.PROMPT_DEPTH_VISION", "5"]
+    assert opts("mmrl") == ["TRAINER.MMRL.REP_LAYERS", "[2,3,4]"]
+    assert opts("coop") == opts("dear") == opts("cocoop") == []
+    with open(os.path.join(ROOT, "configs", "maple.yaml")) as f:
+        assert scaled_depth_opts(yaml.safe_load(f), 12, 12) == ["TRAINER.MAPLE.PROMPT_DEPTH", "9"]  # ViT-B/16: as is
+    assert main([]) == 2
