@@ -4,11 +4,8 @@ USAGE="usage: $(basename "$0") DATASET SEED [TRAINER] [CONFIG]"
 DATASET=${1:?${USAGE}}
 SEED=${2:?${USAGE}}
 TRAINER=${3:-DeAR}
-if [ "${TRAINER}" = "ZeroshotCLIP" ]; then
-    CFG=${4:-zsclip}
-else
-    CFG=${4:-$(echo "${TRAINER}" | tr '[:upper:]' '[:lower:]')}
-fi
+. scripts/default_config.sh
+CFG=${4:-$(default_config "${TRAINER}")}
 DATA=${DATA:-./data}
 OUTPUT=${OUTPUT:-./output}
 SHOTS=${SHOTS:-16}

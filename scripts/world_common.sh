@@ -2,6 +2,7 @@
 # Sets W (WORLD_DIR, default output/world), exports what the protocol scripts read (DATA, OUTPUT, SHOTS, OPTS)
 # and pins the numerics of every python process (clipkit.determinism), so the digits are the same on every
 # machine and under any load.
+. scripts/default_config.sh
 export PYTHONWARNINGS=ignore CLIP_OFFLINE=1 HF_HUB_OFFLINE=1 DEAR_NUMERICS=${DEAR_NUMERICS:-pinned}
 W=${WORLD_DIR:-output/world}
 export DATA=${W}/data OUTPUT=${W} SHOTS=${SHOTS:-16}
@@ -23,11 +24,9 @@ accuracy_of() { sed -n 's/^\* accuracy: \([0-9.]*%\).*/\1/p; s/.*(accuracy \([0-
 # method_opts TRAINER [CONFIG]: OPTS plus the world's two departures from a method's config: CoOp's epochs, and
 # prompt depths scaled from ViT-B/16's 12 layers to the tiny CLIP's (tools/world_depths.py)
 method_opts() {
-    local trainer=$1 cfg=${2:-} opts=${OPTS}
-    [ -n "${cfg}" ] || cfg=$(echo "${trainer}" | tr '[:upper:]' '[:lower:]')
-    [ "${trainer}" = ZeroshotCLIP ] && cfg=${2:-zsclip}
+    local trainer=$1 cfg=${2:-$(default_config "$1")} opts=${OPTS}
     [ "${trainer}" = CoOp ] && opts="${opts} OPTIM.MAX_EPOCH ${COOP_EPOCHS}"
-    echo "${opts} $(python -m tools.world_depths "configs/${cfg}.yaml")"
+    echo "${opts} $(python -m tools.world_depths "configs/${cfg}.yaml" "${W}/tiny_world_clip.pt.json")"
 }
 
 # b2n DATASET SEED TRAINER [CONFIG]: base-to-novel through the real scripts, one labelled line per split

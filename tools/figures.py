@@ -77,10 +77,10 @@ def retrieval_figure(images: torch.Tensor, found: dict, queries: dict[str, tuple
     import matplotlib.pyplot as plt
     from matplotlib.patches import Rectangle
 
-    top = max(len(r["picks"]) for r in found.values())
-    fig, axes = plt.subplots(len(found), top, figsize=(1.1 * top, 1.35 * len(found)), squeeze=False)
     from head_roles.discover import CLIP_MEAN, CLIP_STD
 
+    top = max(len(r["picks"]) for r in found.values())
+    fig, axes = plt.subplots(len(found), top, figsize=(1.1 * top, 1.35 * len(found)), squeeze=False)
     mean, std = torch.tensor(CLIP_MEAN).view(3, 1, 1), torch.tensor(CLIP_STD).view(3, 1, 1)
     for k, (a, r) in enumerate(found.items()):
         for j in range(top):

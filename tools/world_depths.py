@@ -1,16 +1,18 @@
 """A method's official prompt depths, scaled from ViT-B/16's 12 layers to the world CLIP's, as command-line options.
 
-    python -m tools.world_depths configs/maple.yaml      # -> TRAINER.MAPLE.PROMPT_DEPTH 3
+    python -m tools.world_depths configs/maple.yaml output/world/tiny_world_clip.pt.json
+    # -> TRAINER.MAPLE.PROMPT_DEPTH 3
 
 The official configs prompt ViT-B/16 to a depth counted in its 12 layers (MaPLe 9, IVLP 12, PromptSRC 9,
-MMRL's representation layers 6-12). The world's tiny CLIP has fewer layers (``tools.pretrain_world_clip.ARCH``:
-6 vision, 4 text), where the trainers refuse those depths. The world keeps each method's *share* of the layers:
-a depth ``d`` becomes ``ceil(d * L / 12)`` of a tower's ``L`` layers (a coupled depth, prompting both towers,
-uses the smaller tower), a layer list maps every layer ``l`` to ``ceil(l * L / 12)``. A config without such keys
-prints nothing. ``scripts/world_common.sh`` adds the output to every world run's options.
+MMRL's representation layers 6-12). The world's tiny CLIP has fewer layers (6 vision, 4 text, read from the
+``settings`` its ``.pt.json`` records), where the trainers refuse those depths. The world keeps each method's
+*share* of the layers: a depth ``d`` becomes ``ceil(d * L / 12)`` of a tower's ``L`` layers (a coupled depth,
+prompting both towers, uses the smaller tower); a layer list maps every layer ``l`` to ``ceil(l * L / 12)``.
+A config without such keys prints nothing. ``scripts/world_common.sh`` adds the output to every world run.
 """
 from __future__ import annotations
 
+import json
 import math
 import sys
 
@@ -41,15 +43,15 @@ def scaled_depth_opts(config: dict, vision_layers: int, text_layers: int) -> lis
 
 
 def main(argv: list[str] | None = None) -> int:
-    from tools.pretrain_world_clip import ARCH
-
     args = sys.argv[1:] if argv is None else argv
-    if len(args) != 1:
-        print("usage: python -m tools.world_depths CONFIG.yaml", file=sys.stderr)
+    if len(args) != 2:
+        print("usage: python -m tools.world_depths CONFIG.yaml CLIP.pt.json", file=sys.stderr)
         return 2
     with open(args[0]) as f:
         config = yaml.safe_load(f) or {}
-    print(" ".join(scaled_depth_opts(config, ARCH["vision_layers"], ARCH["transformer_layers"])))
+    with open(args[1]) as f:  # what tools.pretrain_world_clip records next to the weights
+        settings = json.load(f)["settings"]
+    print(" ".join(scaled_depth_opts(config, settings["vision_layers"], settings["transformer_layers"])))
     return 0
 
 
