@@ -6,14 +6,32 @@
 export PYTHONWARNINGS=ignore CLIP_OFFLINE=1 HF_HUB_OFFLINE=1 DEAR_NUMERICS=${DEAR_NUMERICS:-pinned}
 W=${WORLD_DIR:-output/world}
 export DATA=${W}/data OUTPUT=${W} SHOTS=${SHOTS:-16}
-# the world's CLIP and roles, 32 px images, no loader workers (a 2-core machine); each method's own config
+# the world's CLIP and roles, 32 px images, no augmentation (the official crop cuts a 32 px object out, the flip
+# swaps left and right, which are class names), no loader workers (a 2-core machine); each method's own config
 export OPTS="MODEL.BACKBONE.PATH ${W}/tiny_world_clip.pt TRAINER.DEAR.ROLES_FILE ${W}/tiny_world_roles.json \
-INPUT.SIZE (32,32) DATALOADER.NUM_WORKERS 0 DATALOADER.TEST.BATCH_SIZE 500 TRAIN.PRINT_FREQ 1000 ${EXTRA_OPTS:-}"
+INPUT.SIZE (32,32) INPUT.TRANSFORMS ('normalize',) DATALOADER.NUM_WORKERS 0 DATALOADER.TEST.BATCH_SIZE 500 \
+TRAIN.PRINT_FREQ 1000 ${EXTRA_OPTS:-}"
 # CoOp's official 200 epochs take minutes per run here and do not move its numbers much past the first few
 # dozen; the world runs it for COOP_EPOCHS (with the scaled prompt depths of method_opts, the only departures
 # from a method's official config)
 COOP_EPOCHS=${COOP_EPOCHS:-20}
 START=${SECONDS}
+# runs at once (each pinned to one thread, so parallel runs change no digit); failed runs are listed in FAILED
+JOBS=${JOBS:-$(nproc)}
+FAILED=$(mktemp)
+
+# start_job COMMAND...: COMMAND in the background once fewer than JOBS jobs run (then `wait` for them all)
+start_job() {
+    while [ "$(jobs -rp | wc -l)" -ge "${JOBS}" ]; do wait -n || true; done
+    "$@" &
+}
+
+# check_failed: end the script, listing the failed runs, if any failed
+check_failed() {
+    if [ -s "${FAILED}" ]; then
+        say "FAILED runs (their logs are above):"; cat "${FAILED}"; rm -f "${FAILED}"; exit 1
+    fi
+}
 
 # say MESSAGE: a progress line with the elapsed time
 say() { printf '[%s %3dm%02ds] %s\n' "${LABEL:-world}" $(((SECONDS - START) / 60)) $(((SECONDS - START) % 60)) "$*"; }
@@ -49,6 +67,47 @@ b2n() {
     rm -f "${log}"
 }
 
+# xd SOURCE SEED TRAINER TARGET...: cross-dataset through the real scripts (train on every class of SOURCE, test
+# on each TARGET), one labelled line per data set
+xd() {
+    local source=$1 seed=$2 trainer=$3 target acc log opts
+    shift 3
+    opts=$(method_opts "${trainer}")
+    log=$(mktemp)
+    for target in "${source}" "$@"; do
+        if [ "${target}" = "${source}" ]; then
+            OPTS=${opts} bash scripts/xd_train.sh "${source}" "${seed}" "${trainer}" > "${log}" 2>&1
+        else
+            OPTS=${opts} SOURCE=${source} bash scripts/xd_test.sh "${target}" "${seed}" "${trainer}" > "${log}" 2>&1
+        fi || {
+            tail -20 "${log}" >&2
+            say "FAILED: ${trainer} ${source} -> ${target} seed ${seed}"
+            rm -f "${log}"
+            return 1
+        }
+        acc=$(accuracy_of < "${log}")
+        say "$(printf '%-12s %-15s seed %s %-18s accuracy %s' "${trainer}" "${source}" "${seed}" "-> ${target}" \
+            "${acc}")"
+    done
+    rm -f "${log}"
+}
+
+# world_stamp: what every cached result depends on (the data sets' settings, the CLIP's digest, the options),
+# kept in ${W}/world.stamp; results and roles made under another stamp (an older world, another CLIP, other options) are
+# removed rather than silently reported again by the protocol scripts' skip of finished runs
+world_stamp() {
+    local stamp old
+    stamp=$(cat "${DATA}"/*/world.json <(python -c "import json, sys; print(json.load(open(sys.argv[1]))['sha256'])" \
+        "${W}/tiny_world_clip.pt.json") <(echo "${OPTS} ${COOP_EPOCHS}") | cksum)
+    old=$(cat "${W}/world.stamp" 2> /dev/null || true)
+    if [ "${old}" != "${stamp}" ] && { [ -e "${W}/base2new" ] || [ -e "${W}/xd" ] || [ -e "${W}/roles" ] \
+            || [ -e "${W}/tiny_world_roles.json" ]; }; then
+        say "the world, its CLIP or the options changed: removing results and roles made under the old ones"
+        rm -rf "${W}/base2new" "${W}/xd" "${W}/roles" "${W}/tiny_world_roles.json"
+    fi
+    echo "${stamp}" > "${W}/world.stamp"
+}
+
 # world_setup: stages 1-3 (cached): the data sets, the tiny CLIP (shipped, or pretrained afresh with STEPS set),
 # its head roles by Concept Entropy
 world_setup() {
@@ -62,6 +121,7 @@ world_setup() {
     elif ! cmp -s tools/data/tiny_world_clip.pt "${W}/tiny_world_clip.pt"; then
         mkdir -p "${W}" && cp -p tools/data/tiny_world_clip.pt tools/data/tiny_world_clip.pt.json "${W}/"
     fi
+    world_stamp
     say "3/5 head roles (Concept Entropy)"
     if [ ! -f "${W}/tiny_world_roles.json" ] || [ "${W}/tiny_world_clip.pt" -nt "${W}/tiny_world_roles.json" ]; then
         python -m head_roles.discover --weights "${W}/tiny_world_clip.pt" --images "${DATA}/world_mixed/images" \

@@ -118,6 +118,57 @@ def test_generation_is_deterministic_cached_and_independent_of_hash_seed(tmp_pat
     assert not (tmp_path / "r0" / "world_position" / "split_fewshot").exists()
 
 
+def test_domain_rotates_object_hue_only_and_never_touches_pretraining(tmp_path, monkeypatch):
+    import colorsys
+
+    assert all(world.object_rgb(c) == tuple(float(v) for v in rgb) for c, rgb in world.COLORS.items())
+    assert np.allclose(world.object_rgb("teal", 360.0), world.COLORS["teal"], atol=1e-6)
+    shifted = world.Domain(hue=35.0)
+    for color in world.COLORS:
+        h0 = colorsys.rgb_to_hls(*(v / 255 for v in world.COLORS[color]))[0]
+        h1 = colorsys.rgb_to_hls(*(v / 255 for v in world.object_rgb(color, shifted.hue)))[0]
+        assert abs((h1 - h0) % 1.0 - 35 / 360) < 1e-6, color
+    plain, _ = world.render("red", "plain", "square", "center", np.random.default_rng(5))
+    seen, _ = world.render("red", "plain", "square", "center", np.random.default_rng(5), domain=shifted)
+    obj = (slice(13, 19), slice(13, 19))
+    assert np.array_equal(plain[:4, :4], seen[:4, :4])  # background: untouched
+    assert seen[obj][..., 1].mean() > plain[obj][..., 1].mean() + 60  # red turned towards orange
+    # the data sets are seen through DOMAIN and say so; pretraining images never are
+    ddir = world.write_dataset(str(tmp_path), "world_color", per_split=(1, 1, 1))
+    with open(os.path.join(ddir, "world.json")) as f:
+        assert json.load(f)["domain"] == world.DOMAIN.__dict__
+    before = world.pretraining_set(3, seed=2)[0]
+    monkeypatch.setattr(world, "DOMAIN", world.Domain(hue=90.0))
+    assert np.array_equal(world.pretraining_set(3, seed=2)[0], before)
+
+
+def test_world_stamp_removes_results_made_under_another_world(tmp_path):
+    w = tmp_path / "w"
+    (w / "data" / "world_color").mkdir(parents=True)
+    (w / "data" / "world_color" / "world.json").write_text('{"domain": {"hue": 35.0}}')
+    (w / "tiny_world_clip.pt.json").write_text('{"sha256": "x", "seconds": 1}')
+
+    def stamp(before=""):
+        script = f". scripts/world_common.sh; {before} world_stamp"
+        proc = subprocess.run(["bash", "-c", script], cwd=ROOT, env=dict(RUN_ENV, WORLD_DIR=str(w)),
+                              capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stderr
+        return proc.stdout
+
+    (w / "base2new").mkdir()  # results from before stamps existed: not trusted
+    assert "removing" in stamp() and not (w / "base2new").exists()
+    (w / "base2new").mkdir()
+    (w / "tiny_world_roles.json").write_text("{}")
+    assert stamp() == "" and (w / "base2new").exists()  # same world: kept
+    (w / "tiny_world_clip.pt.json").write_text('{"sha256": "x", "seconds": 2}')  # same CLIP, made again
+    assert stamp() == "" and (w / "base2new").exists()
+    assert "removing" in stamp('EXTRA_OPTS=x; OPTS="${OPTS} x";') and not (w / "base2new").exists()
+    stamp()  # back to the plain options
+    (w / "base2new").mkdir()
+    (w / "data" / "world_color" / "world.json").write_text('{"domain": {"hue": 0.0}}')  # another world
+    assert "removing" in stamp() and not (w / "base2new").exists() and not (w / "tiny_world_roles.json").exists()
+
+
 # A shortened pretraining schedule and the digest of its weights under pinned numerics (tools/determinism.py),
 # measured with the torch version below. Any x86-64 machine with AVX2 gives these bits.
 SHORT = ["--steps", "3", "--batch", "32", "--images", "256", "--no-probe"]
@@ -242,6 +293,32 @@ def test_demo_chain_shortened(tmp_path, steps):
         assert 0 <= r["precision_at_k"] <= 1 and 0 < r["chance"] < 1, token
         assert f"retrieval {token:9s} precision@8 {r['precision_at_k']:.2f}" in out.stdout
     assert (tmp_path / "world" / "tiny_world_roles.json").is_file()
+    # the same world, one deep-prompt method without and with role routing (scripts/world_roles.sh)
+    env.update(TRAINERS="MaPLe", DATASETS="world_mixed", SEEDS="1")
+    out = subprocess.run(["bash", "scripts/world_roles.sh"], cwd=ROOT, env=env, capture_output=True, text=True,
+                         timeout=900)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert "removing" not in out.stdout  # the demo's world: nothing made again
+    assert "MaPLe        world_mixed     seed 1 new" in out.stdout
+    for variant in ("none", "role"):
+        assert f"roles world_mixed 1 {variant}" in out.stdout
+    (row,) = [line for line in out.stdout.splitlines() if line.startswith("| MaPLe | world_mixed | 1 |")]
+    cfg = (tmp_path / "world" / "roles" / "base2new" / "train_base" / "world_mixed" / "shots_16" / "MaPLe" / "maple"
+           / "seed1" / "config.yaml").read_text()
+    assert "MASK: role" in cfg and "tiny_world_roles.json" in cfg  # the routed run really routed
+    assert row.count(" / ") == 4  # base / new / HM without and with roles
+    # and the benchmark, cut down: two data sets, three methods, one seed, cross-dataset, the Figure-2 table
+    env.update(TRAINERS="CoOp DeAR ZeroshotCLIP", DATASETS="world_mixed world_position", SEEDS="1")
+    out = subprocess.run(["bash", "scripts/world_benchmark.sh"], cwd=ROOT, env=env, capture_output=True, text=True,
+                         timeout=900)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert "removing" not in out.stdout and "(cached)" in out.stdout  # the demo's world_mixed runs are reused
+    for method in ("CoOp", "DeAR", "ZeroshotCLIP"):
+        assert f"| {method} | world_position | 1 |" in out.stdout, method
+    for method in ("CoOp", "DeAR"):
+        assert f"{method:12s} world_mixed     seed 1 -> world_position  accuracy" in out.stdout, method
+        assert any(line.startswith(f"| {method}/") for line in out.stdout.splitlines()), method  # xd table row
+    assert (tmp_path / "world" / "figures" / "fusion_by_dataset.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def test_linear_probe_reads_the_shipped_clip_and_refuses_a_folder_without_a_split(tmp_path, capsys):

@@ -1,9 +1,13 @@
 """Tables and the Figure-2 heatmap of scripts/world_benchmark.sh, from finished run folders.
 
+    python -m tools.world_tables b2n output/world/base2new
+    python -m tools.world_tables roles output/world/base2new output/world/roles/base2new
     python -m tools.world_tables xd output/world/xd --source world_mixed
     python -m tools.world_tables fusion output/world/base2new/train_base --out output/world/figures/fusion.png
 
-``xd``: accuracy on the source and on each target, mean +- population std over seeds, per method (the
+``b2n``: base, new and HM per method and data set, mean +- population std over seeds, then a summary (HM per
+data set, averages). ``roles``: the same methods without and with role-routed prompts (two base2new roots) side
+by side. ``xd``: accuracy on the source and on each target, mean +- population std over seeds, per method (the
 paper's cross-dataset table). ``fusion``: DeAR's learned fusion weights alpha (softmax of the learner's
 ``fusion_weights``, [CLS] first) per data set, averaged over seeds, next to their initial values, as a table and
 a heatmap (the paper's Figure 2: do the weights follow the data set?).
@@ -44,6 +48,76 @@ def xd_table(xd_dir: str, source: str) -> str:
         means = [np.mean(by[t]) for t in sorted(targets) if by.get(t)]
         average = f"{np.mean(means):.2f}" if means else "-"
         lines.append(f"| {method} | " + " | ".join(_mean_std(by.get(c, [])) for c in cols) + f" | {average} |")
+    return "\n".join(lines)
+
+
+def collect(root: str) -> dict[str, dict[str, dict[str, list[float]]]]:
+    """``{method: {dataset: {"base": [acc per seed], "novel": [...]}}}`` from a base2new root (method: the
+    trainer's name, with its config where the root holds several configs of one trainer)."""
+    from parse_test_res import seed_accuracies
+
+    found: dict = {}
+    for split, key in (("train_base", "base"), ("test_new", "novel")):
+        for d in sorted(glob.glob(osp.join(root, split, "*", "shots_*", "*", "*"))):
+            dataset, _, trainer, config = d.split(osp.sep)[-4:]
+            accs = [a for _, a in sorted(seed_accuracies(d).items())]
+            if accs:
+                found.setdefault((trainer, config), {}).setdefault(dataset, {})[key] = accs
+    configs: dict[str, int] = {}
+    for trainer, _ in found:
+        configs[trainer] = configs.get(trainer, 0) + 1
+    return {(trainer if configs[trainer] == 1 else f"{trainer} ({config})"): by
+            for (trainer, config), by in found.items()}
+
+
+def _hm(b: float, n: float) -> float:
+    return 2 * b * n / (b + n) if b + n else 0.0
+
+
+def b2n_table(root: str) -> str:
+    """Markdown: every (method, data set) with base / new / HM (mean +- std over seeds, seeds counted), then a
+    summary: HM per data set and the averages over data sets."""
+    data = collect(root)
+    lines = ["| method | data set | seeds | base | new | HM |", "|---|---|---|---|---|---|"]
+    datasets = sorted({ds for by in data.values() for ds in by})
+    summary = ["| method | " + " | ".join(f"{ds} HM" for ds in datasets) + " | base | new | HM |",
+               "|---" * (len(datasets) + 4) + "|"]
+    for method, by in sorted(data.items()):
+        hms, bs, ns = {}, [], []
+        for ds, v in sorted(by.items()):
+            if "base" in v and "novel" in v:
+                b, n = np.mean(v["base"]), np.mean(v["novel"])
+                hms[ds] = _hm(b, n)
+                bs.append(b)
+                ns.append(n)
+                seeds = min(len(v["base"]), len(v["novel"]))
+                lines.append(f"| {method} | {ds} | {seeds} | {_mean_std(v['base'])} | {_mean_std(v['novel'])} | "
+                             f"{hms[ds]:.2f} |")
+        if bs:
+            b, n = np.mean(bs), np.mean(ns)
+            summary.append(f"| {method} | " + " | ".join(f"{hms[ds]:.2f}" if ds in hms else "-" for ds in datasets)
+                           + f" | {b:.2f} | {n:.2f} | {_hm(b, n):.2f} |")
+    return "\n".join(lines) + "\n\n" + "\n".join(summary)
+
+
+def roles_table(plain_root: str, roles_root: str) -> str:
+    """Markdown: each method and data set of ``roles_root`` with and without role routing (base / new / HM,
+    means over the seeds both have), and the change in HM."""
+    plain, routed = collect(plain_root), collect(roles_root)
+    lines = ["| method | data set | seeds | without roles: base / new / HM | with roles: base / new / HM | HM change |",
+             "|---|---|---|---|---|---|"]
+    for method, by in sorted(routed.items()):
+        for ds, v in sorted(by.items()):
+            w = plain.get(method, {}).get(ds, {})
+            if not all(k in d for d in (v, w) for k in ("base", "novel")):
+                continue
+            k = min(len(v["base"]), len(v["novel"]), len(w["base"]), len(w["novel"]))
+            cells = []
+            for d in (w, v):
+                b, n = np.mean(d["base"][:k]), np.mean(d["novel"][:k])
+                cells.append((b, n, _hm(b, n)))
+            lines.append(f"| {method} | {ds} | {k} | " + " | ".join(f"{b:.2f} / {n:.2f} / {h:.2f}" for b, n, h in cells)
+                         + f" | {cells[1][2] - cells[0][2]:+.2f} |")
     return "\n".join(lines)
 
 
@@ -100,6 +174,11 @@ def fusion_report(train_dir: str, out: str) -> str:
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="what", required=True)
+    b = sub.add_parser("b2n", help="base-to-novel table with std over seeds, and a summary")
+    b.add_argument("dir")
+    r = sub.add_parser("roles", help="methods without and with role-routed prompts")
+    r.add_argument("plain")
+    r.add_argument("routed")
     x = sub.add_parser("xd", help="cross-dataset table")
     x.add_argument("dir")
     x.add_argument("--source", default="world_mixed")
@@ -107,7 +186,11 @@ def main(argv: list[str] | None = None) -> None:
     f.add_argument("dir")
     f.add_argument("--out", required=True)
     args = p.parse_args(argv)
-    if args.what == "xd":
+    if args.what == "b2n":
+        print(b2n_table(args.dir))
+    elif args.what == "roles":
+        print(roles_table(args.plain, args.routed))
+    elif args.what == "xd":
         print(xd_table(args.dir, args.source))
     else:
         import os
