@@ -52,17 +52,23 @@ def harmonic_mean(base: float, new: float) -> float:
     return 2 * base * new / (base + new) if base + new > 0 else 0.0
 
 
-def collect_base2new(root: str) -> dict[tuple[str, str], dict[str, dict[str, float]]]:
-    """``{(trainer, config): {dataset: {"base": acc, "novel": acc}}}`` averaged over seeds."""
+def collect_seeds(root: str) -> dict[tuple[str, str], dict[str, dict[str, dict[str, float]]]]:
+    """``{(trainer, config): {dataset: {"base": {seed: acc}, "novel": {seed: acc}}}}`` of a base2new root."""
     table: dict = defaultdict(dict)
     for split, key in (("train_base", "base"), ("test_new", "novel")):
         pattern = osp.join(root, split, "*", "shots_*", "*", "*")
         for d in sorted(glob.glob(pattern)):
             dataset, _, trainer, config = d.split(osp.sep)[-4:]
-            accs = list(seed_accuracies(d).values())
+            accs = seed_accuracies(d)
             if accs:
-                table[(trainer, config)].setdefault(dataset, {})[key] = mean_std(accs)[0]
+                table[(trainer, config)].setdefault(dataset, {})[key] = accs
     return table
+
+
+def collect_base2new(root: str) -> dict[tuple[str, str], dict[str, dict[str, float]]]:
+    """``{(trainer, config): {dataset: {"base": acc, "novel": acc}}}`` averaged over seeds."""
+    return {method: {ds: {key: mean_std(list(accs.values()))[0] for key, accs in v.items()} for ds, v in by.items()}
+            for method, by in collect_seeds(root).items()}
 
 
 def render_table(table) -> tuple[str, list[list]]:

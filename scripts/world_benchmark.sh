@@ -27,21 +27,14 @@ world_setup
 read -r -a T <<< "${TRAINERS}"; read -r -a D <<< "${DATASETS}"; read -r -a S <<< "${SEEDS}"
 TOTAL=$((${#T[@]} * ${#D[@]} * ${#S[@]}))
 say "4/5 base-to-novel: ${#T[@]} methods x ${#D[@]} data sets x ${#S[@]} seeds = ${TOTAL} runs, ${JOBS} at a time"
-# one job per (data set, seed), running every method in turn: two jobs never share a data set and seed, so never
-# an output folder
+# one job per (data set, seed), running every method in turn
 run_group() {
     local ds=$1 seed=$2 trainer
     for trainer in "${T[@]}"; do
         LABEL="bench ${ds} ${seed}" b2n "${ds}" "${seed}" "${trainer}" || echo "${trainer} ${ds} ${seed}" >> "${FAILED}"
     done
 }
-for ds in "${D[@]}"; do
-    for seed in "${S[@]}"; do
-        start_job run_group "${ds}" "${seed}"
-    done
-done
-wait
-check_failed
+run_groups run_group
 echo
 python -m tools.world_tables b2n "${W}/base2new"
 python parse_test_res.py "${W}/base2new" --table --csv "${W}/base2new.csv" > /dev/null

@@ -33,6 +33,19 @@ check_failed() {
     fi
 }
 
+# run_groups FUNCTION: FUNCTION DATASET SEED for every data set of D and seed of S (arrays), JOBS at a time, one
+# job per (data set, seed) so that two jobs never share an output folder; then ends the script if a run failed
+run_groups() {
+    local ds seed
+    for ds in "${D[@]}"; do
+        for seed in "${S[@]}"; do
+            start_job "$1" "${ds}" "${seed}"
+        done
+    done
+    wait
+    check_failed
+}
+
 # say MESSAGE: a progress line with the elapsed time
 say() { printf '[%s %3dm%02ds] %s\n' "${LABEL:-world}" $(((SECONDS - START) / 60)) $(((SECONDS - START) % 60)) "$*"; }
 
@@ -93,8 +106,8 @@ xd() {
 }
 
 # world_stamp: what every cached result depends on (the data sets' settings, the CLIP's digest, the options),
-# kept in ${W}/world.stamp; results and roles made under another stamp (an older world, another CLIP, other options) are
-# removed rather than silently reported again by the protocol scripts' skip of finished runs
+# kept in ${W}/world.stamp; results and roles made under another stamp (an older world, another CLIP, other
+# options) are removed rather than silently reported again by the protocol scripts' skip of finished runs
 world_stamp() {
     local stamp old
     stamp=$(cat "${DATA}"/*/world.json <(python -c "import json, sys; print(json.load(open(sys.argv[1]))['sha256'])" \

@@ -29,17 +29,11 @@ run_group() {
         routed="TRAINER.${node}.ROLES_FILE ${W}/tiny_world_roles.json TRAINER.${node}.MASK role"
         LABEL="roles ${ds} ${seed} none" b2n "${ds}" "${seed}" "${trainer}" \
             || echo "${trainer} ${ds} ${seed} none" >> "${FAILED}"
-        OUTPUT=${W}/roles OPTS="${OPTS} ${routed}" LABEL="roles ${ds} ${seed} role" b2n "${ds}" "${seed}" "${trainer}" \
-            || echo "${trainer} ${ds} ${seed} role" >> "${FAILED}"
+        OUTPUT=${W}/roles OPTS="${OPTS} ${routed}" LABEL="roles ${ds} ${seed} role" \
+            b2n "${ds}" "${seed}" "${trainer}" || echo "${trainer} ${ds} ${seed} role" >> "${FAILED}"
     done
 }
-for ds in "${D[@]}"; do
-    for seed in "${S[@]}"; do
-        start_job run_group "${ds}" "${seed}"
-    done
-done
-wait
-check_failed
+run_groups run_group
 echo
 python -m tools.world_tables roles "${W}/base2new" "${W}/roles/base2new"
 say "done"

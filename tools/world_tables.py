@@ -51,18 +51,12 @@ def xd_table(xd_dir: str, source: str) -> str:
     return "\n".join(lines)
 
 
-def collect(root: str) -> dict[str, dict[str, dict[str, list[float]]]]:
-    """``{method: {dataset: {"base": [acc per seed], "novel": [...]}}}`` from a base2new root (method: the
+def collect(root: str) -> dict[str, dict[str, dict[str, dict[str, float]]]]:
+    """``{method: {dataset: {"base": {seed: acc}, "novel": {seed: acc}}}}`` from a base2new root (method: the
     trainer's name, with its config where the root holds several configs of one trainer)."""
-    from parse_test_res import seed_accuracies
+    from parse_test_res import collect_seeds
 
-    found: dict = {}
-    for split, key in (("train_base", "base"), ("test_new", "novel")):
-        for d in sorted(glob.glob(osp.join(root, split, "*", "shots_*", "*", "*"))):
-            dataset, _, trainer, config = d.split(osp.sep)[-4:]
-            accs = [a for _, a in sorted(seed_accuracies(d).items())]
-            if accs:
-                found.setdefault((trainer, config), {}).setdefault(dataset, {})[key] = accs
+    found = collect_seeds(root)
     configs: dict[str, int] = {}
     for trainer, _ in found:
         configs[trainer] = configs.get(trainer, 0) + 1
@@ -70,13 +64,11 @@ def collect(root: str) -> dict[str, dict[str, dict[str, list[float]]]]:
             for (trainer, config), by in found.items()}
 
 
-def _hm(b: float, n: float) -> float:
-    return 2 * b * n / (b + n) if b + n else 0.0
-
-
 def b2n_table(root: str) -> str:
     """Markdown: every (method, data set) with base / new / HM (mean +- std over seeds, seeds counted), then a
     summary: HM per data set and the averages over data sets."""
+    from parse_test_res import harmonic_mean
+
     data = collect(root)
     lines = ["| method | data set | seeds | base | new | HM |", "|---|---|---|---|---|---|"]
     datasets = sorted({ds for by in data.values() for ds in by})
@@ -86,23 +78,26 @@ def b2n_table(root: str) -> str:
         hms, bs, ns = {}, [], []
         for ds, v in sorted(by.items()):
             if "base" in v and "novel" in v:
-                b, n = np.mean(v["base"]), np.mean(v["novel"])
-                hms[ds] = _hm(b, n)
+                base, novel = list(v["base"].values()), list(v["novel"].values())
+                b, n = np.mean(base), np.mean(novel)
+                hms[ds] = harmonic_mean(b, n)
                 bs.append(b)
                 ns.append(n)
-                seeds = min(len(v["base"]), len(v["novel"]))
-                lines.append(f"| {method} | {ds} | {seeds} | {_mean_std(v['base'])} | {_mean_std(v['novel'])} | "
+                seeds = min(len(base), len(novel))
+                lines.append(f"| {method} | {ds} | {seeds} | {_mean_std(base)} | {_mean_std(novel)} | "
                              f"{hms[ds]:.2f} |")
         if bs:
             b, n = np.mean(bs), np.mean(ns)
             summary.append(f"| {method} | " + " | ".join(f"{hms[ds]:.2f}" if ds in hms else "-" for ds in datasets)
-                           + f" | {b:.2f} | {n:.2f} | {_hm(b, n):.2f} |")
+                           + f" | {b:.2f} | {n:.2f} | {harmonic_mean(b, n):.2f} |")
     return "\n".join(lines) + "\n\n" + "\n".join(summary)
 
 
 def roles_table(plain_root: str, roles_root: str) -> str:
     """Markdown: each method and data set of ``roles_root`` with and without role routing (base / new / HM,
-    means over the seeds both have), and the change in HM."""
+    means over the seeds that all four runs, base and new with and without roles, have), and the change in HM."""
+    from parse_test_res import harmonic_mean
+
     plain, routed = collect(plain_root), collect(roles_root)
     lines = ["| method | data set | seeds | without roles: base / new / HM | with roles: base / new / HM | HM change |",
              "|---|---|---|---|---|---|"]
@@ -111,12 +106,15 @@ def roles_table(plain_root: str, roles_root: str) -> str:
             w = plain.get(method, {}).get(ds, {})
             if not all(k in d for d in (v, w) for k in ("base", "novel")):
                 continue
-            k = min(len(v["base"]), len(v["novel"]), len(w["base"]), len(w["novel"]))
+            seeds = set(v["base"]) & set(v["novel"]) & set(w["base"]) & set(w["novel"])
+            if not seeds:
+                continue
             cells = []
             for d in (w, v):
-                b, n = np.mean(d["base"][:k]), np.mean(d["novel"][:k])
-                cells.append((b, n, _hm(b, n)))
-            lines.append(f"| {method} | {ds} | {k} | " + " | ".join(f"{b:.2f} / {n:.2f} / {h:.2f}" for b, n, h in cells)
+                b, n = (np.mean([d[k][s] for s in sorted(seeds)]) for k in ("base", "novel"))
+                cells.append((b, n, harmonic_mean(b, n)))
+            lines.append(f"| {method} | {ds} | {len(seeds)} | "
+                         + " | ".join(f"{b:.2f} / {n:.2f} / {h:.2f}" for b, n, h in cells)
                          + f" | {cells[1][2] - cells[0][2]:+.2f} |")
     return "\n".join(lines)
 
