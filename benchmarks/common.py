@@ -59,6 +59,30 @@ def measure(fn: Callable[[], object], device: torch.device, reps: int, warmup: i
     return {"seconds": statistics.median(times), "peak_mib": peak_mib(device)}
 
 
+def flops(fn: Callable[[], object]) -> dict[str, int]:
+    """Floating-point operations of one call of ``fn`` (forward and backward alike), counted at PyTorch's
+    dispatcher by ``torch.utils.flop_counter``: matrix products, convolutions and attention, by operator,
+    with ``"total"``. PyTorch's CPU flash-attention operators, which the stock counter leaves out, count as the
+    attention they compute. A count of the computation, not of the machine: the same on any CPU or GPU."""
+    from torch.utils import flop_counter as fc
+
+    def attention(q, k, v, *args, out_shape=None, **kwargs) -> int:
+        return fc.sdpa_flop_count(q, k, v)
+
+    def attention_backward(grad_out, q, k, v, *args, out_shape=None, **kwargs) -> int:
+        return fc.sdpa_backward_flop_count(grad_out, q, k, v)
+
+    aten = torch.ops.aten
+    extra = {}
+    if hasattr(aten, "_scaled_dot_product_flash_attention_for_cpu"):
+        extra[aten._scaled_dot_product_flash_attention_for_cpu] = attention
+        extra[aten._scaled_dot_product_flash_attention_for_cpu_backward] = attention_backward
+    with fc.FlopCounterMode(display=False, custom_mapping=extra) as counter:
+        fn()
+    by_op = {str(op).split(".")[-1]: int(n) for op, n in counter.get_flop_counts().get("Global", {}).items()}
+    return {**by_op, "total": int(counter.get_total_flops())}
+
+
 def peak_mib(device: torch.device) -> float:
     return torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else peak_rss_mib()
 

@@ -2,7 +2,7 @@
 
     python -m benchmarks.train_step [--trainers CoOp MaPLe ...] [--classes 50] [--batch 16] [--rounds 5]
         [--resolution 224] [--eval-batch 16] [--eval-images 1000] [--prec fp32|amp|bf16] [--no-naive]
-        [--no-memory] [--json PATH]
+        [--no-memory] [--json PATH] [--flops]
 
 ViT-B/16 shapes with random weights (``clipkit.tiny.build_clip``), one random batch, ``--classes`` classes.
 Each trainer is built from its official config (``configs/<name>.yaml``) with ``PREC`` set to ``--prec``
@@ -25,6 +25,8 @@ DeAR is also compared with the same step computed naively (``--no-naive`` skips 
 - naive_cut: the same, with the prompts cut after their last end-of-text token as DeAR does (exact under
   causal attention), so that only DeAR's sharing and caching separate it from DeAR.
 Times are medians over rounds that alternate every computation (the machine's drift hits them alike).
+``--flops`` counts instead of timing (``benchmarks.common.flops``): the floating-point operations of each
+computation above (one call after a warm-up), a figure of the computation that no machine or load changes.
 """
 from __future__ import annotations
 
@@ -193,6 +195,7 @@ def main() -> None:
     p.add_argument("--no-naive", action="store_true", help="skip DeAR's naive steps")
     p.add_argument("--no-memory", action="store_true", help="skip the per-computation peak-memory processes")
     p.add_argument("--json", help="also write every sample here")
+    p.add_argument("--flops", action="store_true", help="count each computation's FLOPs instead of timing it")
     p.add_argument("--child", help=argparse.SUPPRESS)
     args = p.parse_args()
     args.eval_batch = args.eval_batch or args.batch
@@ -209,6 +212,9 @@ def main() -> None:
     def log(msg: str) -> None:
         print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
+    if args.flops:
+        report_flops(args, Bench(args, device, trainers), run, naive)
+        return
     peaks: dict[str, dict] = {}
     if not args.no_memory:
         # a trainer's training step, or the evaluation of one that does not train (zero-shot CLIP)
@@ -232,6 +238,27 @@ def main() -> None:
                        "samples": samples, "peaks": peaks, "classes_s": classes_s,
                        "trainable": {n: common.trainable_parameters(tr.model) for n, tr in bench.trainers.items()}},
                       f, indent=1)
+
+
+def report_flops(args, bench: Bench, run: list[Case], naive: bool) -> None:
+    """Each computation of a round counted once after a warm-up call: GFLOP per step, per text, per batch."""
+    counts = {}
+    for name, fn in bench.computations(run, naive).items():
+        fn()
+        counts[name] = common.flops(fn)["total"] / 1e9
+    print(f"GFLOP per computation (forward + backward; classes={args.classes} batch={args.batch} "
+          f"resolution={args.resolution}, eval batch {args.eval_batch}, PREC {args.prec})")
+    print(f"{'trainer':16s} {'batch':>5s} {'step GFLOP':>10s} {'text GFLOP':>10s} {'eval GFLOP':>10s}")
+    for name in bench.trainers:
+        for case in cases([name], args.batch):
+            step = counts.get(f"{case.label}/step")
+            print(f"{common.DISPLAY.get(name, name):16s} {case.batch:5d} "
+                  + (f"{step:10.1f}" if step is not None else f"{'-':>10s}")
+                  + f" {counts[f'{name}/text']:10.1f} {counts[f'{name}/eval']:10.1f}")
+    if naive:
+        d = counts[f"DeAR@{args.batch}/step"]
+        for phase in NAIVE:
+            print(f"  DeAR {phase:9s} step {counts[phase]:10.1f} GFLOP ({counts[phase] / d:.2f}x DeAR's)")
 
 
 def report(args, device, trainers, run, bench, med, peaks, classes_s, naive) -> None:

@@ -242,7 +242,10 @@ def _explain(cfg: CfgNode, e: Exception, where: str, path: str | None = None) ->
         line = _key_line(path, key) if path else None
         at = f"{where}:{line}" if line else where
         kind = re.sub(r"<class '(\w+)'>", r"\1", want)
-        return f"{at}: {key} must be a {kind} (default {default}), got {value}"
+        hint = ""
+        if kind == "float" and re.fullmatch(r"[+-]?\d+", value.strip()):
+            hint = f" (write {value.strip()}.0: yacs, under Dassl too, does not turn an integer into a float)"
+        return f"{at}: {key} must be a {kind} (default {default}), got {value}{hint}"
     return f"{where}: {msg}"
 
 

@@ -75,6 +75,34 @@ def test_naive_steps_compute_the_same_losses_and_gradients():
             assert torch.allclose(a, b, atol=1e-5 + 1e-3 * a.abs().max().item())
 
 
+def test_flops_counts_products_and_cpu_attention_forward_and_backward():
+    """``common.flops`` counts 2mnk per matrix product and PyTorch's CPU flash attention (which the stock
+    counter misses) as the two products it computes, its backward as the stock SDPA backward formula."""
+    import torch.nn.functional as F
+
+    from benchmarks.common import flops
+
+    x, w = torch.randn(4, 8), torch.randn(16, 8)
+    assert flops(lambda: F.linear(x, w)) == {"mm": 2 * 4 * 8 * 16, "total": 2 * 4 * 8 * 16}
+    b, h, n, d = 2, 3, 5, 4
+    q, k, v = (torch.randn(b, h, n, d, requires_grad=True) for _ in range(3))
+    forward = 2 * (2 * b * h * n * n * d)  # scores and the weighted values
+    assert flops(lambda: F.scaled_dot_product_attention(q, k, v))["total"] == forward
+    both = flops(lambda: F.scaled_dot_product_attention(q, k, v).sum().backward())
+    assert both["total"] == forward + 5 * forward // 2  # backward: 5 products (scores again, dP, dV, dQ, dK)
+    # a DeAR step counts fewer operations than the same step computed naively (what its construction saves)
+    from benchmarks.train_step import naive_outputs
+    from clipkit.tiny import VIT_B16_SHAPE, build_clip
+
+    tr = make_trainer(bench_config("DeAR"), build_clip(image_resolution=32, **VIT_B16_SHAPE), class_names(4))
+    image, label = torch.randn(2, 3, 32, 32), torch.tensor([1, 3])
+    frozen_text = tr.model.text_frozen.clone()
+    ours = flops(lambda: train_step(tr, image, label))["total"]
+    naive = flops(lambda: train_step(tr, image, label, lambda: naive_outputs(tr.model, image, False)))["total"]
+    tr.model.text_frozen = frozen_text
+    assert 0 < ours < naive
+
+
 def test_study_plan_follows_dassl_base_to_novel():
     """The study's runs: base = ceil(n/2) classes (Dassl's subsample_classes), 16 shots each, floor(train/batch)
     steps per epoch (Dassl drops the last incomplete batch), test images shared by class count."""

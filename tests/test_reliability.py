@@ -551,6 +551,8 @@ def run_main(monkeypatch, tmp_path, capsys, *argv):
     (["TEST.FINAL_MODEL", "best"], "TEST.FINAL_MODEL='best' is not one of ['last_step', 'best_val']"),
     (["OPTIM.LRR", "0.1"], "command line: unknown config key OPTIM.LRR; did you mean OPTIM.LR"),
     (["OPTIM.LR", "fast"], "OPTIM.LR must be a float (default 0.0003), got fast"),
+    (["OPTIM.LR", "1"], "OPTIM.LR must be a float (default 0.0003), got 1 (write 1.0: yacs, under Dassl too, "
+                        "does not turn an integer into a float)"),
 ])
 def test_bad_values_fail_before_anything_is_written(tmp_path, monkeypatch, capsys, opts, message):
     code, err = run_main(monkeypatch, tmp_path, capsys, "--root", str(tmp_path), "--trainer", "ZeroshotCLIP",
