@@ -121,14 +121,23 @@ world_stamp() {
     echo "${stamp}" > "${W}/world.stamp"
 }
 
-# world_setup: stages 1-3 (cached): the data sets, the tiny CLIP (shipped, or pretrained afresh with STEPS set),
-# its head roles by Concept Entropy
+# world_setup: stages 1-3 (cached): the data sets (seen through WORLD_DOMAIN if set: tools.world --domain), the
+# tiny CLIP (shipped; CLIP_FILE, one made before; or pretrained afresh with STEPS set), its head roles by Concept
+# Entropy
 world_setup() {
     local DISCOVER_IMAGES=${DISCOVER_IMAGES:-400}
     say "1/5 world data sets"
-    python -m tools.world --root "${DATA}" --corpus-out "${W}/world_corpus.txt"
+    python -m tools.world --root "${DATA}" --corpus-out "${W}/world_corpus.txt" --domain "${WORLD_DOMAIN:-}"
     say "2/5 tiny CLIP"
-    if [ -n "${STEPS:-}" ]; then
+    if [ -n "${CLIP_FILE:-}" ]; then  # a world CLIP made before (with its .json beside it)
+        [ -f "${CLIP_FILE}" ] && [ -f "${CLIP_FILE}.json" ] || {
+            echo "error: CLIP_FILE=${CLIP_FILE}: no such file or no ${CLIP_FILE}.json beside it; give a CLIP written" \
+                "by python -m tools.pretrain_world_clip" >&2; exit 1; }
+        if ! cmp -s "${CLIP_FILE}" "${W}/tiny_world_clip.pt"; then
+            mkdir -p "${W}" && cp -p "${CLIP_FILE}" "${W}/tiny_world_clip.pt"
+            cp -p "${CLIP_FILE}.json" "${W}/tiny_world_clip.pt.json"
+        fi
+    elif [ -n "${STEPS:-}" ]; then
         python -m tools.pretrain_world_clip --out "${W}/tiny_world_clip.pt" --steps "${STEPS}" \
             --images "${PRETRAIN_IMAGES:-20000}" 2> "${W}/pretrain.log"  # the progress bar goes to the log
     elif ! cmp -s tools/data/tiny_world_clip.pt "${W}/tiny_world_clip.pt"; then

@@ -142,6 +142,50 @@ def test_domain_rotates_object_hue_only_and_never_touches_pretraining(tmp_path, 
     assert np.array_equal(world.pretraining_set(3, seed=2)[0], before)
 
 
+def test_domain_turns_shapes_lightens_marks_and_parses_with_clear_errors(tmp_path):
+    def draw(shape, texture, domain):
+        return world.render("blue", texture, shape, "center", np.random.default_rng(3), domain=domain)[0]
+
+    base = world.Domain()
+    bg = np.array(world.BACKGROUNDS[world.render("blue", "plain", "bar", "center", np.random.default_rng(3))[1]])
+
+    def lit(img):
+        return np.abs(img.astype(int) - bg).sum(-1) > 120  # the object's pixels (same rng draws: same background)
+
+    flat, turned = lit(draw("bar", "plain", base)), lit(draw("bar", "plain", world.Domain(shape_rotation=90.0)))
+    assert np.ptp(np.nonzero(flat)[1]) > 2 * np.ptp(np.nonzero(flat)[0])  # a horizontal bar ...
+    assert np.ptp(np.nonzero(turned)[0]) > 2 * np.ptp(np.nonzero(turned)[1])  # ... turned upright
+    up, down = draw("triangle", "plain", base), draw("triangle", "plain", world.Domain(shape_rotation=180.0))
+    rows_up, rows_down = lit(up).sum(1), lit(down).sum(1)
+    top, bottom = slice(8, 16), slice(16, 24)
+    assert rows_up[bottom].sum() > rows_up[top].sum()  # apex up: the wide part below the centre
+    assert rows_down[top].sum() > rows_down[bottom].sum()  # upside down: the wide part above
+    # light marks: same pattern, marks towards white instead of towards black; "plain" has no marks
+    dark, light = draw("square", "striped", base), draw("square", "striped", world.Domain(light_marks=True))
+    obj = (slice(12, 20), slice(12, 20))
+    assert light[obj].astype(int).sum() > dark[obj].astype(int).sum() + 8 * 8 * 3 * 40
+    assert np.array_equal(draw("square", "plain", base), draw("square", "plain", world.Domain(light_marks=True)))
+    # parsing: named fields over a base, others kept; bad input names the key and the fix
+    d = world.Domain.parse("shape_rotation=180, light_marks=1", base=world.Domain(hue=35.0))
+    assert d == world.Domain(hue=35.0, shape_rotation=180.0, light_marks=True)
+    assert world.Domain.parse("", base=world.DOMAIN) == world.DOMAIN
+    for bad, says in (("shape_rotaton=3", "KEY one of hue, shape_rotation, light_marks"),
+                      ("hue", "not KEY=VALUE"), ("light_marks=yes", "light_marks wants 0 or 1"),
+                      ("hue=nan", "hue wants a number")):
+        with pytest.raises(ValueError, match=says):
+            world.Domain.parse(bad)
+    r = subprocess.run([sys.executable, "-m", "tools.world", "--root", str(tmp_path), "--domain", "hue=red"],
+                       cwd=ROOT, env=RUN_ENV, capture_output=True, text=True)
+    assert r.returncode == 2 and "hue wants a number" in r.stderr and not list(tmp_path.iterdir())
+    # a data set made under another domain says so and is made again
+    ddir = world.write_dataset(str(tmp_path), "world_shape", per_split=(1, 1, 1))
+    first = _tree_digest(ddir)
+    world.write_dataset(str(tmp_path), "world_shape", per_split=(1, 1, 1), domain=d)
+    with open(os.path.join(ddir, "world.json")) as f:
+        assert json.load(f)["domain"] == {"hue": 35.0, "shape_rotation": 180.0, "light_marks": True}
+    assert _tree_digest(ddir) != first
+
+
 def test_world_stamp_removes_results_made_under_another_world(tmp_path):
     w = tmp_path / "w"
     (w / "data" / "world_color").mkdir(parents=True)

@@ -32,7 +32,9 @@ from __future__ import annotations
 
 import argparse
 import colorsys
+import dataclasses
 import json
+import math
 import os
 import os.path as osp
 import random
@@ -98,6 +100,36 @@ class Domain:
     CLIP's web data: the same world seen through another camera. Pretraining images never get it."""
 
     hue: float = 0.0  # degrees by which every object colour is rotated around the hue circle
+    shape_rotation: float = 0.0  # degrees by which every object's outline is turned about its centre (180: upside
+    #                              down; the shapes are mirror-symmetric, so the direction does not matter then)
+    light_marks: bool = False  # a texture's marks lighter than the object's colour (towards white), not darker
+
+    @classmethod
+    def parse(cls, text: str, base: Domain | None = None) -> Domain:
+        """``"hue=35,shape_rotation=180,light_marks=1"`` -> ``base`` (default: no shift) with those fields set."""
+        fields = {f.name: f.type for f in dataclasses.fields(cls)}
+        kw: dict = {}
+        for item in filter(None, (t.strip() for t in text.split(","))):
+            key, eq, value = item.partition("=")
+            key = key.strip()
+            if not eq or key not in fields:
+                raise ValueError(f"domain {text!r}: {item!r} is not KEY=VALUE with KEY one of {', '.join(fields)} "
+                                 f"(e.g. hue=35,shape_rotation=180,light_marks=1)")
+            try:
+                kw[key] = _parse_bool(value) if fields[key] in (bool, "bool") else float(value)
+                if not math.isfinite(kw[key]):
+                    raise ValueError(value)
+            except ValueError:
+                want = "0 or 1" if fields[key] in (bool, "bool") else "a number"
+                raise ValueError(f"domain {text!r}: {key} wants {want}, got {value.strip()!r}") from None
+        return dataclasses.replace(base or cls(), **kw)
+
+
+def _parse_bool(value: str) -> bool:
+    v = value.strip().lower()
+    if v not in ("0", "1", "true", "false"):
+        raise ValueError(value)
+    return v in ("1", "true")
 
 
 # Calibrated on zero-shot CLIP and CoOp only (README, "Calibration"): with it the zero-shot text head no longer
@@ -147,6 +179,15 @@ def _shape_mask(shape: str, dy: np.ndarray, dx: np.ndarray, r: float) -> np.ndar
     raise ValueError(f"unknown shape {shape!r}; known: {SHAPES}")
 
 
+def _turn(dy: np.ndarray, dx: np.ndarray, degrees: float) -> tuple[np.ndarray, np.ndarray]:
+    """Offsets ``(dy, dx)`` from a centre, read in a frame turned by ``degrees``: a pattern drawn on the turned
+    offsets appears turned by ``degrees`` clockwise. ``0`` returns them unchanged."""
+    if not degrees:
+        return dy, dx
+    a = np.deg2rad(degrees)
+    return np.cos(a) * dy - np.sin(a) * dx, np.sin(a) * dy + np.cos(a) * dx
+
+
 def _texture(texture: str, yy: np.ndarray, xx: np.ndarray, phase: int, rng: np.random.Generator) -> np.ndarray:
     """A 0/1 pattern over the image (0 = a dark mark on the object). Every pattern leaves at least half of the
     object bright, so that its colour stays visible."""
@@ -182,11 +223,15 @@ def render(color: str, texture: str, shape: str, position: str, rng: np.random.G
     cy = py * size + rng.uniform(-nuisance.jitter, nuisance.jitter)
     cx = px * size + rng.uniform(-nuisance.jitter, nuisance.jitter)
     r = size * rng.uniform(*nuisance.radius)
-    mask = _shape_mask(shape, yy - cy, xx - cx, r)
+    mask = _shape_mask(shape, *_turn(yy - cy, xx - cx, domain.shape_rotation), r)
     pattern = _texture(texture, yy, xx, int(rng.integers(0, 4)), rng)
     fg = np.array(object_rgb(color, domain.hue), dtype=np.float32) * rng.uniform(*nuisance.brightness)
-    shade = 1.0 - nuisance.texture_contrast * (1.0 - pattern)  # marks darker than the object's colour
-    img = np.where(mask[..., None], fg * shade[..., None], bg)
+    marks = nuisance.texture_contrast * (1.0 - pattern)[..., None]  # 0 off the marks
+    if domain.light_marks:  # marks lighter than the object's colour: blended towards white
+        obj = fg + marks * (255.0 - fg)
+    else:  # marks darker than the object's colour
+        obj = fg * (1.0 - marks)
+    img = np.where(mask[..., None], obj, bg)
     img = img + rng.normal(0, nuisance.noise_std, size=img.shape)
     return np.clip(img, 0, 255).astype(np.uint8), bg_name
 
@@ -349,14 +394,17 @@ def class_name(values: tuple[str, ...]) -> str:
     return " ".join(values)
 
 
-def write_dataset(root: str, name: str, seed: int = 0, per_split: tuple[int, int, int] = PER_SPLIT) -> str:
-    """Render data set ``name`` into ``root/<folder>`` (CoOp layout) unless it is there with these settings."""
+def write_dataset(root: str, name: str, seed: int = 0, per_split: tuple[int, int, int] = PER_SPLIT,
+                  domain: Domain | None = None) -> str:
+    """Render data set ``name`` into ``root/<folder>`` (CoOp layout) unless it is there with these settings;
+    ``domain`` defaults to the calibrated ``DOMAIN``."""
+    domain = DOMAIN if domain is None else domain
     spec = DATASETS[name]
     ddir = osp.join(root, spec.folder)
     split_path = osp.join(ddir, spec.split_file)
     meta = {"dataset": name, "seed": seed, "per_split": list(per_split), "resolution": RESOLUTION,
             "classes": [class_name(c) for c in dataset_classes(name, seed)], "nuisance": NUISANCE.__dict__,
-            "domain": DOMAIN.__dict__, "generator": GENERATOR_VERSION}
+            "domain": domain.__dict__, "generator": GENERATOR_VERSION}
     meta_path = osp.join(ddir, "world.json")
     if osp.exists(split_path) and osp.exists(meta_path):
         with open(meta_path) as f:
@@ -377,7 +425,7 @@ def write_dataset(root: str, name: str, seed: int = 0, per_split: tuple[int, int
                 attrs = {a: prng.choice(VALUES[a]) for a in ATTRIBUTES}  # nuisance attributes: uniform
                 attrs.update(zip(spec.defining, values))
                 img, _ = render(attrs["color"], attrs["texture"], attrs["shape"], attrs["position"], rng,
-                                domain=DOMAIN)
+                                domain=domain)
                 rel = f"{folder}/{sname}_{i:03d}.png"
                 Image.fromarray(img).save(osp.join(ddir, "images", rel))
                 split[sname].append([rel, label, cname])
@@ -422,9 +470,15 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--datasets", default=",".join(DATASETS), help="comma-separated subset of " + ", ".join(DATASETS))
     p.add_argument("--corpus-out", default="", help="also write the world's description corpus here")
+    p.add_argument("--domain", default="", help="change the data sets' domain from the calibrated one "
+                   f"({DOMAIN}): comma-separated KEY=VALUE, e.g. shape_rotation=180,light_marks=1")
     args = p.parse_args()
+    try:
+        domain = Domain.parse(args.domain, base=DOMAIN)
+    except ValueError as e:
+        p.error(str(e))
     for name in args.datasets.split(","):
-        ddir = write_dataset(args.root, name, args.seed)
+        ddir = write_dataset(args.root, name, args.seed, domain=domain)
         print(f"{name}: {ddir} ({len(dataset_classes(name, args.seed))} classes)")
     if args.corpus_out:
         os.makedirs(osp.dirname(osp.abspath(args.corpus_out)), exist_ok=True)
