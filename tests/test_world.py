@@ -242,6 +242,30 @@ def test_pretraining_is_bitwise_reproducible_under_any_thread_and_isa_settings(t
     assert native_a != native_b
 
 
+def test_pretraining_can_start_from_a_world_clip_with_the_text_tower_frozen_or_slowed(tmp_path):
+    """--init starts from a CLIP the tool made (checked by digest, recorded); --text-lr-mult 0 trains the image
+    tower only; bad values are refused before anything is written."""
+    from clipkit.loader import clip_state_dict, load_clip
+    from tools import pretrain_world_clip as tool
+
+    shipped = os.path.join(ROOT, tool.SHIPPED)
+    out = tmp_path / "ft.pt"
+    meta = tool.pretrain(str(out), steps=2, batch=16, n_images=64, probe=False, init=shipped, text_lr_mult=0.0)
+    with open(shipped + ".json") as f:
+        assert meta["settings"]["init"] == json.load(f)["sha256"] and meta["settings"]["text_lr_mult"] == 0.0
+    start, end = (clip_state_dict(load_clip("unused", str(p)).float()) for p in (shipped, out))
+    text = [k for k in start if k.startswith(tool.TEXT_PARAMS)]
+    assert len(text) > 20 and all(torch.equal(start[k], end[k]) for k in text)  # frozen, embedding rows kept
+    assert not torch.equal(start["visual.conv1.weight"], end["visual.conv1.weight"])
+    plain = tool.pretrain(str(tmp_path / "plain.pt"), steps=1, batch=8, n_images=16, probe=False)["settings"]
+    assert "init" not in plain and "text_lr_mult" not in plain  # defaults: the settings as before the knobs
+    bad_init = dict(init=str(tmp_path / "no.pt"))
+    for kw, says in ((dict(text_lr_mult=-1.0), "text_lr_mult must be"), (bad_init, "no such world CLIP")):
+        with pytest.raises((ValueError, FileNotFoundError), match=says):
+            tool.pretrain(str(tmp_path / "bad.pt"), steps=1, batch=8, n_images=16, probe=False, **kw)
+    assert not (tmp_path / "bad.pt").exists()
+
+
 def test_shipped_world_clip_is_what_the_tool_makes():
     """The shipped tiny CLIP: 8 heads per layer, its digest as recorded, made with the tool's default settings."""
     from clipkit.determinism import state_digest

@@ -14,7 +14,9 @@ Knobs (all stored in ``<out>.json`` with the result): ``--steps``, ``--batch``, 
 ``--caption-noise`` (probability that a caption names an attribute wrongly), ``--mention`` (probability
 that a caption names a given attribute), ``--variety`` (probability that a caption words something otherwise
 than the prompts do) and ``--positives`` (CLIP's one-positive targets or caption-aware ones), besides the
-world's own ``tools.world.NUISANCE``.
+world's own ``tools.world.NUISANCE``. For calibration studies: ``--init`` (start from a world CLIP made before,
+recorded by its digest) and ``--text-lr-mult`` (the text tower's learning rate as a multiple of ``--lr``; 0
+freezes it); ``<out>.json`` names them only when they are set, so files made before they existed stay valid.
 """
 from __future__ import annotations
 
@@ -56,6 +58,8 @@ HARD_EVERY = 2
 HARD_GROUPS = (("color",),)
 SHIPPED = "tools/data/tiny_world_clip.pt"  # made by `python -m tools.pretrain_world_clip --out <it>`, ~6 MB
 # zero-shot probe of each attribute: "<template>" per value, on fresh images whose other attributes vary
+# the text tower's parameters (``--text-lr-mult``): everything ``encode_text`` uses besides the shared temperature
+TEXT_PARAMS = ("transformer.", "token_embedding.", "positional_embedding", "ln_final.", "text_projection")
 PROBE_TEMPLATES = {"color": "a photo of a {} object", "texture": "{} texture", "shape": "a photo of a {}",
                    "position": "a photo of an object in the {}"}
 
@@ -92,13 +96,24 @@ def default_settings() -> dict:
 def pretrain(out: str, steps: int = DEFAULTS["steps"], batch: int = DEFAULTS["batch"],
              n_images: int = DEFAULTS["n_images"], lr: float = DEFAULTS["lr"], seed: int = DEFAULTS["seed"],
              caption_noise: float = CAPTION_NOISE, mention: float = MENTION, numerics: dict | None = None,
-             probe: bool = True, positives: str = DEFAULTS["positives"], variety: float = VARIETY) -> dict:
+             probe: bool = True, positives: str = DEFAULTS["positives"], variety: float = VARIETY,
+             init: str = "", text_lr_mult: float = 1.0) -> dict:
     """Train, save ``out`` (state dict) and ``out.json`` (settings, result, digest); reuse them if present."""
     settings = dict(ARCH, steps=steps, batch=batch, n_images=n_images, lr=lr, seed=seed,
                     caption_noise=caption_noise, mention=mention, variety=variety, positives=positives,
                     numerics=numerics or {})
     if positives not in POSITIVES:
         raise ValueError(f"positives must be one of {POSITIVES}, got {positives!r}")
+    if not (math.isfinite(text_lr_mult) and text_lr_mult >= 0):
+        raise ValueError(f"text_lr_mult must be a finite number >= 0 (0 freezes the text tower), got {text_lr_mult}")
+    if init:
+        if not (osp.isfile(init) and osp.isfile(init + ".json")):
+            raise FileNotFoundError(f"--init {init}: no such world CLIP (or no {init}.json beside it); give a file "
+                                    "written by python -m tools.pretrain_world_clip")
+        with open(init + ".json") as f:
+            settings["init"] = json.load(f)["sha256"]
+    if text_lr_mult != 1.0:
+        settings["text_lr_mult"] = text_lr_mult
     meta_path = out + ".json"
     if osp.exists(out) and osp.exists(meta_path):
         with open(meta_path) as f:
@@ -120,15 +135,41 @@ def pretrain(out: str, steps: int = DEFAULTS["steps"], batch: int = DEFAULTS["ba
         keys, inverse = np.unique(attrs[:, cols], axis=0, return_inverse=True)
         groups.append([torch.from_numpy(np.flatnonzero(inverse.ravel() == k)) for k in range(len(keys))])
     model = build_clip(seed=seed, **ARCH).train()
-    with torch.no_grad():  # the world's vocabulary: other words embed to zero (and get no gradient)
+    if init:
+        from clipkit.loader import load_clip
+
+        start = load_clip("unused", init).float()
+        if state_digest(clip_state_dict(start)) != settings["init"]:
+            raise ValueError(f"--init {init}: its weights do not match the digest in {init}.json (a changed file)")
+        model.load_state_dict(start.state_dict())
+    with torch.no_grad():  # the world's vocabulary: other words embed to zero (and get no gradient); a start
+        # from --init keeps its own rows
         unseen = torch.ones(model.token_embedding.weight.shape[0], dtype=torch.bool)
         unseen[torch.unique(torch.cat(tokens))] = False
-        model.token_embedding.weight[unseen] = 0
+        if not init:
+            model.token_embedding.weight[unseen] = 0
     text_tower = TextTower(model)  # encode_text with variable length (shares the weights)
     # weight decay on matrices only (as CLIP): not on gains, biases, embeddings or the temperature
-    decay = [p for n, p in model.named_parameters() if p.dim() >= 2 and "embedding" not in n]
-    rest = [p for n, p in model.named_parameters() if not (p.dim() >= 2 and "embedding" not in n)]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.05}, {"params": rest, "weight_decay": 0.0}], lr=lr)
+    def is_decayed(n, p):
+        return p.dim() >= 2 and "embedding" not in n
+
+    if text_lr_mult == 1.0:
+        decay = [p for n, p in model.named_parameters() if is_decayed(n, p)]
+        rest = [p for n, p in model.named_parameters() if not is_decayed(n, p)]
+        param_groups = [{"params": decay, "weight_decay": 0.05}, {"params": rest, "weight_decay": 0.0}]
+    else:  # the text tower's parameters at lr x text_lr_mult; at 0 they are frozen (no gradient computed)
+        param_groups = []
+        for text in (False, True):
+            named = [(n, p) for n, p in model.named_parameters() if n.startswith(TEXT_PARAMS) == text]
+            if text and text_lr_mult == 0:
+                for _, p in named:
+                    p.requires_grad_(False)
+                continue
+            scaled = lr * (text_lr_mult if text else 1.0)
+            for decayed, wd in ((True, 0.05), (False, 0.0)):
+                ps = [p for n, p in named if is_decayed(n, p) == decayed]
+                param_groups.append({"params": ps, "weight_decay": wd, "lr": scaled})
+    opt = torch.optim.AdamW(param_groups, lr=lr)
     warmup = max(1, steps // 10)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))
@@ -190,11 +231,17 @@ def main() -> None:
     p.add_argument("--mention", type=float, default=MENTION)
     p.add_argument("--variety", type=float, default=VARIETY)
     p.add_argument("--positives", choices=POSITIVES, default=DEFAULTS["positives"])
+    p.add_argument("--init", default="", help="start from this world CLIP (made by this tool) instead of random")
+    p.add_argument("--text-lr-mult", type=float, default=1.0, help="text tower's lr / --lr (0: frozen)")
     p.add_argument("--no-probe", action="store_true", help="skip the attribute probe (digest checks)")
     args = p.parse_args()
     numerics = pin_numerics()  # before any tensor is computed
-    pretrain(args.out, args.steps, args.batch, args.images, args.lr, args.seed, args.caption_noise, args.mention,
-             numerics, probe=not args.no_probe, positives=args.positives, variety=args.variety)
+    try:
+        pretrain(args.out, args.steps, args.batch, args.images, args.lr, args.seed, args.caption_noise,
+                 args.mention, numerics, probe=not args.no_probe, positives=args.positives, variety=args.variety,
+                 init=args.init, text_lr_mult=args.text_lr_mult)
+    except (ValueError, FileNotFoundError) as e:
+        p.error(str(e))
 
 
 if __name__ == "__main__":
