@@ -180,8 +180,9 @@ def _shape_mask(shape: str, dy: np.ndarray, dx: np.ndarray, r: float) -> np.ndar
 
 
 def _turn(dy: np.ndarray, dx: np.ndarray, degrees: float) -> tuple[np.ndarray, np.ndarray]:
-    """Offsets ``(dy, dx)`` from a centre, read in a frame turned by ``degrees``: a pattern drawn on the turned
-    offsets appears turned by ``degrees`` clockwise. ``0`` returns them unchanged."""
+    """Offsets ``(dy, dx)`` from a centre, read in a frame turned by ``degrees``: a shape drawn on the turned
+    offsets appears turned by ``degrees`` about that centre (90: a horizontal bar stands upright; 180: upside
+    down). ``0`` returns them unchanged, so an unturned image is the same bytes."""
     if not degrees:
         return dy, dx
     a = np.deg2rad(degrees)
