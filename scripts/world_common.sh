@@ -129,19 +129,18 @@ world_setup() {
     say "1/5 world data sets"
     python -m tools.world --root "${DATA}" --corpus-out "${W}/world_corpus.txt" --domain "${WORLD_DOMAIN:-}"
     say "2/5 tiny CLIP"
-    if [ -n "${CLIP_FILE:-}" ]; then  # a world CLIP made before (with its .json beside it)
-        [ -f "${CLIP_FILE}" ] && [ -f "${CLIP_FILE}.json" ] || {
-            echo "error: CLIP_FILE=${CLIP_FILE}: no such file or no ${CLIP_FILE}.json beside it; give a CLIP written" \
-                "by python -m tools.pretrain_world_clip" >&2; exit 1; }
-        if ! cmp -s "${CLIP_FILE}" "${W}/tiny_world_clip.pt"; then
-            mkdir -p "${W}" && cp -p "${CLIP_FILE}" "${W}/tiny_world_clip.pt"
-            cp -p "${CLIP_FILE}.json" "${W}/tiny_world_clip.pt.json"
-        fi
-    elif [ -n "${STEPS:-}" ]; then
+    if [ -z "${CLIP_FILE:-}" ] && [ -n "${STEPS:-}" ]; then
         python -m tools.pretrain_world_clip --out "${W}/tiny_world_clip.pt" --steps "${STEPS}" \
             --images "${PRETRAIN_IMAGES:-20000}" 2> "${W}/pretrain.log"  # the progress bar goes to the log
-    elif ! cmp -s tools/data/tiny_world_clip.pt "${W}/tiny_world_clip.pt"; then
-        mkdir -p "${W}" && cp -p tools/data/tiny_world_clip.pt tools/data/tiny_world_clip.pt.json "${W}/"
+    else  # the shipped CLIP, or CLIP_FILE: one made before (with its .json beside it)
+        local clip=${CLIP_FILE:-tools/data/tiny_world_clip.pt}
+        [ -f "${clip}" ] && [ -f "${clip}.json" ] || {
+            echo "error: CLIP_FILE=${clip}: no such file or no ${clip}.json beside it; give a CLIP written" \
+                "by python -m tools.pretrain_world_clip" >&2; exit 1; }
+        if ! cmp -s "${clip}" "${W}/tiny_world_clip.pt"; then
+            mkdir -p "${W}" && cp -p "${clip}" "${W}/tiny_world_clip.pt"
+            cp -p "${clip}.json" "${W}/tiny_world_clip.pt.json"
+        fi
     fi
     world_stamp
     say "3/5 head roles (Concept Entropy)"

@@ -57,9 +57,9 @@ POSITIVES = ("index", "caption")
 HARD_EVERY = 2
 HARD_GROUPS = (("color",),)
 SHIPPED = "tools/data/tiny_world_clip.pt"  # made by `python -m tools.pretrain_world_clip --out <it>`, ~6 MB
-# zero-shot probe of each attribute: "<template>" per value, on fresh images whose other attributes vary
 # the text tower's parameters (``--text-lr-mult``): everything ``encode_text`` uses besides the shared temperature
 TEXT_PARAMS = ("transformer.", "token_embedding.", "positional_embedding", "ln_final.", "text_projection")
+# zero-shot probe of each attribute: "<template>" per value, on fresh images whose other attributes vary
 PROBE_TEMPLATES = {"color": "a photo of a {} object", "texture": "{} texture", "shape": "a photo of a {}",
                    "position": "a photo of an object in the {}"}
 
@@ -149,26 +149,24 @@ def pretrain(out: str, steps: int = DEFAULTS["steps"], batch: int = DEFAULTS["ba
         if not init:
             model.token_embedding.weight[unseen] = 0
     text_tower = TextTower(model)  # encode_text with variable length (shares the weights)
-    # weight decay on matrices only (as CLIP): not on gains, biases, embeddings or the temperature
-    def is_decayed(n, p):
-        return p.dim() >= 2 and "embedding" not in n
-
+    # weight decay on matrices only (as CLIP): not on gains, biases, embeddings or the temperature; with
+    # --text-lr-mult the text tower's parameters form their own groups at lr x text_lr_mult (0: frozen, no
+    # gradient computed)
+    named = list(model.named_parameters())
     if text_lr_mult == 1.0:
-        decay = [p for n, p in model.named_parameters() if is_decayed(n, p)]
-        rest = [p for n, p in model.named_parameters() if not is_decayed(n, p)]
-        param_groups = [{"params": decay, "weight_decay": 0.05}, {"params": rest, "weight_decay": 0.0}]
-    else:  # the text tower's parameters at lr x text_lr_mult; at 0 they are frozen (no gradient computed)
-        param_groups = []
-        for text in (False, True):
-            named = [(n, p) for n, p in model.named_parameters() if n.startswith(TEXT_PARAMS) == text]
-            if text and text_lr_mult == 0:
-                for _, p in named:
-                    p.requires_grad_(False)
-                continue
-            scaled = lr * (text_lr_mult if text else 1.0)
-            for decayed, wd in ((True, 0.05), (False, 0.0)):
-                ps = [p for n, p in named if is_decayed(n, p) == decayed]
-                param_groups.append({"params": ps, "weight_decay": wd, "lr": scaled})
+        towers = [(named, lr)]
+    else:
+        text = [(n, p) for n, p in named if n.startswith(TEXT_PARAMS)]
+        towers = [([(n, p) for n, p in named if not n.startswith(TEXT_PARAMS)], lr), (text, lr * text_lr_mult)]
+        if text_lr_mult == 0:
+            for _, p in towers.pop()[0]:
+                p.requires_grad_(False)
+    param_groups = []
+    for params, tower_lr in towers:
+        decayed = [p.dim() >= 2 and "embedding" not in n for n, p in params]
+        for keep, wd in ((True, 0.05), (False, 0.0)):
+            ps = [p for (_, p), d in zip(params, decayed) if d == keep]
+            param_groups.append({"params": ps, "weight_decay": wd, "lr": tower_lr})
     opt = torch.optim.AdamW(param_groups, lr=lr)
     warmup = max(1, steps // 10)
     sched = torch.optim.lr_scheduler.LambdaLR(

@@ -115,13 +115,14 @@ class Domain:
             if not eq or key not in fields:
                 raise ValueError(f"domain {text!r}: {item!r} is not KEY=VALUE with KEY one of {', '.join(fields)} "
                                  f"(e.g. hue=35,shape_rotation=180,light_marks=1)")
+            flag = fields[key] in (bool, "bool")
             try:
-                kw[key] = _parse_bool(value) if fields[key] in (bool, "bool") else float(value)
+                kw[key] = _parse_bool(value) if flag else float(value)
                 if not math.isfinite(kw[key]):
                     raise ValueError(value)
             except ValueError:
-                want = "0 or 1" if fields[key] in (bool, "bool") else "a number"
-                raise ValueError(f"domain {text!r}: {key} wants {want}, got {value.strip()!r}") from None
+                raise ValueError(f"domain {text!r}: {key} wants {'0 or 1' if flag else 'a number'}, got "
+                                 f"{value.strip()!r}") from None
         return dataclasses.replace(base or cls(), **kw)
 
 
