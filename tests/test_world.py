@@ -136,7 +136,7 @@ def test_domain_rotates_object_hue_only_and_never_touches_pretraining(tmp_path, 
     # the data sets are seen through DOMAIN and say so; pretraining images never are
     ddir = world.write_dataset(str(tmp_path), "world_color", per_split=(1, 1, 1))
     with open(os.path.join(ddir, "world.json")) as f:
-        assert json.load(f)["domain"] == world.DOMAIN.__dict__
+        assert json.load(f)["domain"] == world.DOMAIN.changes() == {"hue": 35.0}
     before = world.pretraining_set(3, seed=2)[0]
     monkeypatch.setattr(world, "DOMAIN", world.Domain(hue=90.0))
     assert np.array_equal(world.pretraining_set(3, seed=2)[0], before)
@@ -165,13 +165,38 @@ def test_domain_turns_shapes_lightens_marks_and_parses_with_clear_errors(tmp_pat
     obj = (slice(12, 20), slice(12, 20))
     assert light[obj].astype(int).sum() > dark[obj].astype(int).sum() + 8 * 8 * 3 * 40
     assert np.array_equal(draw("square", "plain", base), draw("square", "plain", world.Domain(light_marks=True)))
+    # texture rotation: horizontal stripes (the same along a row) become diagonal bands (the same along "/");
+    # a plain object is unchanged
+    def along(texture_rotation):  # how often neighbours agree, along a row / along the anti-diagonal
+        img = world.render("yellow", "striped", "square", "center", np.random.default_rng(1),
+                           domain=world.Domain(texture_rotation=texture_rotation))[0]
+        m = img.astype(int).sum(-1)[11:21, 11:21]
+        o = m > np.median(m)
+        return (o[:, 1:] == o[:, :-1]).mean(), (o[1:, :-1] == o[:-1, 1:]).mean()
+
+    (row0, anti0), (row45, anti45) = along(0), along(-45)
+    assert row0 > 0.9 and anti45 > 0.9 and row45 < 0.75 and anti0 < 0.6
+    assert np.array_equal(draw("square", "plain", base), draw("square", "plain", world.Domain(texture_rotation=45)))
+    # blends: the image between the object's own shape (texture) and the next one's, linearly in the weight
+    still = world.Nuisance(noise_std=0.0)
+
+    def plain_draw(shape, texture, domain=base):
+        return world.render("blue", texture, shape, "center", np.random.default_rng(3), nuisance=still,
+                            domain=domain)[0].astype(float)
+
+    for own, nxt, w in (("square", "triangle", 0.4), ("arrow", "circle", 0.7)):  # the next in SHAPES, cyclic
+        mixed = plain_draw(own, "striped", world.Domain(shape_blend=w))
+        assert np.abs(mixed - ((1 - w) * plain_draw(own, "striped") + w * plain_draw(nxt, "striped"))).max() <= 1
+        assert len(np.unique(mixed.sum(-1))) > len(np.unique(plain_draw(own, "striped").sum(-1)))
+    mixed = plain_draw("square", "striped", world.Domain(texture_blend=0.4))
+    assert np.abs(mixed - (0.6 * plain_draw("square", "striped") + 0.4 * plain_draw("square", "zigzag"))).max() <= 1
     # parsing: named fields over a base, others kept; bad input names the key and the fix
     d = world.Domain.parse("shape_rotation=180, light_marks=1", base=world.Domain(hue=35.0))
     assert d == world.Domain(hue=35.0, shape_rotation=180.0, light_marks=True)
     assert world.Domain.parse("", base=world.DOMAIN) == world.DOMAIN
-    for bad, says in (("shape_rotaton=3", "KEY one of hue, shape_rotation, light_marks"),
+    for bad, says in (("shape_rotaton=3", "KEY one of hue, shape_rotation, light_marks, texture_rotation, shape_blend"),
                       ("hue", "not KEY=VALUE"), ("light_marks=yes", "light_marks wants 0 or 1"),
-                      ("hue=nan", "hue wants a number")):
+                      ("hue=nan", "hue wants a number"), ("shape_blend=1.5", "shape_blend is a weight between 0")):
         with pytest.raises(ValueError, match=says):
             world.Domain.parse(bad)
     r = subprocess.run([sys.executable, "-m", "tools.world", "--root", str(tmp_path), "--domain", "hue=red"],
@@ -250,17 +275,26 @@ def test_pretraining_can_start_from_a_world_clip_with_the_text_tower_frozen_or_s
 
     shipped = os.path.join(ROOT, tool.SHIPPED)
     out = tmp_path / "ft.pt"
-    meta = tool.pretrain(str(out), steps=2, batch=16, n_images=64, probe=False, init=shipped, text_lr_mult=0.0)
+    meta = tool.pretrain(str(out), steps=2, batch=16, n_images=64, probe=False, init=shipped, text_lr_mult=0.0,
+                         hard=tool.parse_hard("color, color+position"))
     with open(shipped + ".json") as f:
         assert meta["settings"]["init"] == json.load(f)["sha256"] and meta["settings"]["text_lr_mult"] == 0.0
+    assert meta["settings"]["hard"] == "color,color+position"
     start, end = (clip_state_dict(load_clip("unused", str(p)).float()) for p in (shipped, out))
     text = [k for k in start if k.startswith(tool.TEXT_PARAMS)]
     assert len(text) > 20 and all(torch.equal(start[k], end[k]) for k in text)  # frozen, embedding rows kept
     assert not torch.equal(start["visual.conv1.weight"], end["visual.conv1.weight"])
     plain = tool.pretrain(str(tmp_path / "plain.pt"), steps=1, batch=8, n_images=16, probe=False)["settings"]
-    assert "init" not in plain and "text_lr_mult" not in plain  # defaults: the settings as before the knobs
+    assert not {"init", "text_lr_mult", "hard"} & set(plain)  # defaults: the settings as before the knobs
+    # hard batches: every pool shares the group's values, and the pools cover every image once
+    attrs = np.random.default_rng(0).integers(0, 3, size=(200, 4))
+    pools = tool.hard_pools(attrs, ("color", "position"))
+    assert sorted(torch.cat(pools).tolist()) == list(range(200))
+    assert all(len({tuple(attrs[i][[0, 3]]) for i in p.tolist()}) == 1 for p in pools) and len(pools) == 9
     bad_init = dict(init=str(tmp_path / "no.pt"))
-    for kw, says in ((dict(text_lr_mult=-1.0), "text_lr_mult must be"), (bad_init, "no such world CLIP")):
+    for kw, says in ((dict(text_lr_mult=-1.0), "text_lr_mult must be"), (bad_init, "no such world CLIP"),
+                     (dict(hard=tool.parse_hard("color+hue")), "each group names distinct attributes"),
+                     (dict(hard=tool.parse_hard("color+color")), "each group names distinct attributes")):
         with pytest.raises((ValueError, FileNotFoundError), match=says):
             tool.pretrain(str(tmp_path / "bad.pt"), steps=1, batch=8, n_images=16, probe=False, **kw)
     assert not (tmp_path / "bad.pt").exists()

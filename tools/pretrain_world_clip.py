@@ -15,8 +15,10 @@ Knobs (all stored in ``<out>.json`` with the result): ``--steps``, ``--batch``, 
 that a caption names a given attribute), ``--variety`` (probability that a caption words something otherwise
 than the prompts do) and ``--positives`` (CLIP's one-positive targets or caption-aware ones), besides the
 world's own ``tools.world.NUISANCE``. For calibration studies: ``--init`` (start from a world CLIP made before,
-recorded by its digest) and ``--text-lr-mult`` (the text tower's learning rate as a multiple of ``--lr``; 0
-freezes it); ``<out>.json`` names them only when they are set, so files made before they existed stay valid.
+recorded by its digest), ``--text-lr-mult`` (the text tower's learning rate as a multiple of ``--lr``; 0
+freezes it) and ``--hard`` (what the images of a hard batch share, e.g. ``color,color+position``: in turn, one
+batch sharing the colour, the next sharing colour and position); ``<out>.json`` names them only when they
+differ from the defaults, so files made before they existed stay valid.
 """
 from __future__ import annotations
 
@@ -53,7 +55,8 @@ DEFAULTS = dict(steps=2400, batch=64, n_images=20000, lr=1e-3, seed=0, caption_n
 # holds about 6 images that a colour caption describes equally well, and "index" calls 5 of them negatives
 POSITIVES = ("index", "caption")
 # every HARD_EVERY-th batch is a hard one: its images share the values of one of HARD_GROUPS in turn (here:
-# their colour, the cue learnt first, which otherwise crowds out the others); 0: no hard batches
+# their colour, the cue learnt first, which otherwise crowds out the others; ``--hard`` changes them); 0: no hard
+# batches
 HARD_EVERY = 2
 HARD_GROUPS = (("color",),)
 SHIPPED = "tools/data/tiny_world_clip.pt"  # made by `python -m tools.pretrain_world_clip --out <it>`, ~6 MB
@@ -88,6 +91,23 @@ def attribute_probe(model, n: int = 400, seed: int = 123) -> dict[str, float]:
     return out
 
 
+def format_hard(groups: tuple[tuple[str, ...], ...]) -> str:
+    """``(("color",), ("color", "position"))`` -> ``"color,color+position"`` (``--hard``'s form)."""
+    return ",".join("+".join(g) for g in groups)
+
+
+def parse_hard(text: str) -> tuple[tuple[str, ...], ...]:
+    return tuple(tuple(a.strip() for a in g.split("+")) for g in text.split(","))
+
+
+def hard_pools(attrs: np.ndarray, shared: tuple[str, ...]) -> list[torch.Tensor]:
+    """Hard negatives: the indices of the images (``attrs``: ``[n, 4]`` value indices) grouped by their values of
+    the ``shared`` attributes; a hard batch is drawn from one pool, so the other attributes must be read."""
+    cols = [ATTRIBUTES.index(a) for a in shared]
+    keys, inverse = np.unique(attrs[:, cols], axis=0, return_inverse=True)
+    return [torch.from_numpy(np.flatnonzero(inverse.ravel() == k)) for k in range(len(keys))]
+
+
 def default_settings() -> dict:
     """What ``<out>.json`` records as ``settings`` for a run with the defaults (numerics aside)."""
     return dict(ARCH, **DEFAULTS)
@@ -97,7 +117,7 @@ def pretrain(out: str, steps: int = DEFAULTS["steps"], batch: int = DEFAULTS["ba
              n_images: int = DEFAULTS["n_images"], lr: float = DEFAULTS["lr"], seed: int = DEFAULTS["seed"],
              caption_noise: float = CAPTION_NOISE, mention: float = MENTION, numerics: dict | None = None,
              probe: bool = True, positives: str = DEFAULTS["positives"], variety: float = VARIETY,
-             init: str = "", text_lr_mult: float = 1.0) -> dict:
+             init: str = "", text_lr_mult: float = 1.0, hard: tuple[tuple[str, ...], ...] = HARD_GROUPS) -> dict:
     """Train, save ``out`` (state dict) and ``out.json`` (settings, result, digest); reuse them if present."""
     settings = dict(ARCH, steps=steps, batch=batch, n_images=n_images, lr=lr, seed=seed,
                     caption_noise=caption_noise, mention=mention, variety=variety, positives=positives,
@@ -114,6 +134,12 @@ def pretrain(out: str, steps: int = DEFAULTS["steps"], batch: int = DEFAULTS["ba
             settings["init"] = json.load(f)["sha256"]
     if text_lr_mult != 1.0:
         settings["text_lr_mult"] = text_lr_mult
+    hard = tuple(tuple(g) for g in hard)
+    if not hard or any(not g or set(g) - set(ATTRIBUTES) or len(set(g)) < len(g) for g in hard):
+        raise ValueError(f"hard batch groups {format_hard(hard)!r}: each group names distinct attributes of "
+                         f"{', '.join(ATTRIBUTES)} joined by '+', groups separated by ',' (e.g. color,color+position)")
+    if hard != HARD_GROUPS:
+        settings["hard"] = format_hard(hard)
     meta_path = out + ".json"
     if osp.exists(out) and osp.exists(meta_path):
         with open(meta_path) as f:
@@ -127,13 +153,7 @@ def pretrain(out: str, steps: int = DEFAULTS["steps"], batch: int = DEFAULTS["ba
                                              variety=variety)
     # one token tensor per caption focus ([n, context] each): every step contrasts the batch with each
     tokens = [tokenize([caps[k] for caps in captions], ARCH["context_length"]) for k in range(len(ATTRIBUTES))]
-    # hard negatives: batches whose images share the values of HARD_GROUPS[i] (in turn), so that the others
-    # must be read
-    groups = []
-    for shared in HARD_GROUPS:
-        cols = [ATTRIBUTES.index(a) for a in shared]
-        keys, inverse = np.unique(attrs[:, cols], axis=0, return_inverse=True)
-        groups.append([torch.from_numpy(np.flatnonzero(inverse.ravel() == k)) for k in range(len(keys))])
+    groups = [hard_pools(attrs, shared) for shared in hard]
     model = build_clip(seed=seed, **ARCH).train()
     if init:
         from clipkit.loader import load_clip
@@ -231,13 +251,15 @@ def main() -> None:
     p.add_argument("--positives", choices=POSITIVES, default=DEFAULTS["positives"])
     p.add_argument("--init", default="", help="start from this world CLIP (made by this tool) instead of random")
     p.add_argument("--text-lr-mult", type=float, default=1.0, help="text tower's lr / --lr (0: frozen)")
+    p.add_argument("--hard", default=format_hard(HARD_GROUPS),
+                   help="what a hard batch's images share, in turn, e.g. color,color+position")
     p.add_argument("--no-probe", action="store_true", help="skip the attribute probe (digest checks)")
     args = p.parse_args()
     numerics = pin_numerics()  # before any tensor is computed
     try:
         pretrain(args.out, args.steps, args.batch, args.images, args.lr, args.seed, args.caption_noise,
                  args.mention, numerics, probe=not args.no_probe, positives=args.positives, variety=args.variety,
-                 init=args.init, text_lr_mult=args.text_lr_mult)
+                 init=args.init, text_lr_mult=args.text_lr_mult, hard=parse_hard(args.hard))
     except (ValueError, FileNotFoundError) as e:
         p.error(str(e))
 

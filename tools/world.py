@@ -103,6 +103,11 @@ class Domain:
     shape_rotation: float = 0.0  # degrees by which every object's outline is turned about its centre (180: upside
     #                              down; the shapes are mirror-symmetric, so the direction does not matter then)
     light_marks: bool = False  # a texture's marks lighter than the object's colour (towards white), not darker
+    texture_rotation: float = 0.0  # degrees by which every texture's pattern is turned about the object's centre
+    #                                (45: horizontal stripes become diagonal bands, diagonal bands upright ones)
+    shape_blend: float = 0.0  # weight of the next shape's outline (SHAPES order, cyclic) blended into the
+    #                           object's own: between two shapes, as hue 35 puts every colour near its neighbour
+    texture_blend: float = 0.0  # weight of the next texture's marks (TEXTURES order, cyclic) blended into its own
 
     @classmethod
     def parse(cls, text: str, base: Domain | None = None) -> Domain:
@@ -124,6 +129,17 @@ class Domain:
                 raise ValueError(f"domain {text!r}: {key} wants {'0 or 1' if flag else 'a number'}, got "
                                  f"{value.strip()!r}") from None
         return dataclasses.replace(base or cls(), **kw)
+
+    def __post_init__(self):
+        for name in ("shape_blend", "texture_blend"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"domain: {name} is a weight between 0 (the object's own) and 1 (the next one's), "
+                                 f"got {getattr(self, name)}")
+
+    def changes(self) -> dict:
+        """The fields that differ from no shift (what a data set records: a switch added later, off, leaves
+        the records of data sets made before it valid)."""
+        return {k: v for k, v in self.__dict__.items() if v != getattr(Domain(), k)}
 
 
 def _parse_bool(value: str) -> bool:
@@ -180,6 +196,10 @@ def _shape_mask(shape: str, dy: np.ndarray, dx: np.ndarray, r: float) -> np.ndar
     raise ValueError(f"unknown shape {shape!r}; known: {SHAPES}")
 
 
+def _next(values: tuple[str, ...], value: str) -> str:
+    return values[(values.index(value) + 1) % len(values)]
+
+
 def _turn(dy: np.ndarray, dx: np.ndarray, degrees: float) -> tuple[np.ndarray, np.ndarray]:
     """Offsets ``(dy, dx)`` from a centre, read in a frame turned by ``degrees``: a shape drawn on the turned
     offsets appears turned by ``degrees`` about that centre (90: a horizontal bar stands upright; 180: upside
@@ -225,15 +245,30 @@ def render(color: str, texture: str, shape: str, position: str, rng: np.random.G
     cy = py * size + rng.uniform(-nuisance.jitter, nuisance.jitter)
     cx = px * size + rng.uniform(-nuisance.jitter, nuisance.jitter)
     r = size * rng.uniform(*nuisance.radius)
-    mask = _shape_mask(shape, *_turn(yy - cy, xx - cx, domain.shape_rotation), r)
-    pattern = _texture(texture, yy, xx, int(rng.integers(0, 4)), rng)
+    dy, dx = _turn(yy - cy, xx - cx, domain.shape_rotation)
+    mask = _shape_mask(shape, dy, dx, r)
+    if domain.shape_blend:  # an opacity: 1 where both outlines are, 1 - w or w where only one is
+        w = domain.shape_blend
+        mask = ((1 - w) * mask + w * _shape_mask(_next(SHAPES, shape), dy, dx, r)).astype(np.float32)
+    ty, tx = yy, xx
+    if domain.texture_rotation:  # the pattern read in a turned frame (whole pixels, as the unturned one)
+        ty, tx = _turn(yy - cy, xx - cx, domain.texture_rotation)
+        ty, tx = np.floor(ty + cy), np.floor(tx + cx)
+    phase = int(rng.integers(0, 4))
+    pattern = _texture(texture, ty, tx, phase, rng)
+    if domain.texture_blend:  # both patterns' marks, each at its weight of the contrast
+        w = domain.texture_blend
+        pattern = (1 - w) * pattern + w * _texture(_next(TEXTURES, texture), ty, tx, phase, rng)
     fg = np.array(object_rgb(color, domain.hue), dtype=np.float32) * rng.uniform(*nuisance.brightness)
     marks = nuisance.texture_contrast * (1.0 - pattern)[..., None]  # 0 off the marks
     if domain.light_marks:  # marks lighter than the object's colour: blended towards white
         obj = fg + marks * (255.0 - fg)
     else:  # marks darker than the object's colour
         obj = fg * (1.0 - marks)
-    img = np.where(mask[..., None], obj, bg)
+    if mask.dtype == bool:
+        img = np.where(mask[..., None], obj, bg)
+    else:
+        img = mask[..., None] * obj + (1 - mask[..., None]) * bg
     img = img + rng.normal(0, nuisance.noise_std, size=img.shape)
     return np.clip(img, 0, 255).astype(np.uint8), bg_name
 
@@ -406,7 +441,7 @@ def write_dataset(root: str, name: str, seed: int = 0, per_split: tuple[int, int
     split_path = osp.join(ddir, spec.split_file)
     meta = {"dataset": name, "seed": seed, "per_split": list(per_split), "resolution": RESOLUTION,
             "classes": [class_name(c) for c in dataset_classes(name, seed)], "nuisance": NUISANCE.__dict__,
-            "domain": domain.__dict__, "generator": GENERATOR_VERSION}
+            "domain": domain.changes(), "generator": GENERATOR_VERSION}
     meta_path = osp.join(ddir, "world.json")
     if osp.exists(split_path) and osp.exists(meta_path):
         with open(meta_path) as f:
