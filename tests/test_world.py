@@ -143,8 +143,9 @@ def test_domain_rotates_object_hue_only_and_never_touches_pretraining(tmp_path, 
 
 
 def test_domain_turns_shapes_lightens_marks_and_parses_with_clear_errors(tmp_path):
-    def draw(shape, texture, domain):
-        return world.render("blue", texture, shape, "center", np.random.default_rng(3), domain=domain)[0]
+    def draw(shape, texture, domain, nuisance=world.NUISANCE):
+        return world.render("blue", texture, shape, "center", np.random.default_rng(3), nuisance=nuisance,
+                            domain=domain)[0]
 
     base = world.Domain()
     bg = np.array(world.BACKGROUNDS[world.render("blue", "plain", "bar", "center", np.random.default_rng(3))[1]])
@@ -181,8 +182,7 @@ def test_domain_turns_shapes_lightens_marks_and_parses_with_clear_errors(tmp_pat
     still = world.Nuisance(noise_std=0.0)
 
     def plain_draw(shape, texture, domain=base):
-        return world.render("blue", texture, shape, "center", np.random.default_rng(3), nuisance=still,
-                            domain=domain)[0].astype(float)
+        return draw(shape, texture, domain, still).astype(float)
 
     for own, nxt, w in (("square", "triangle", 0.4), ("arrow", "circle", 0.7)):  # the next in SHAPES, cyclic
         mixed = plain_draw(own, "striped", world.Domain(shape_blend=w))

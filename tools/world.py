@@ -139,7 +139,8 @@ class Domain:
     def changes(self) -> dict:
         """The fields that differ from no shift (what a data set records: a switch added later, off, leaves
         the records of data sets made before it valid)."""
-        return {k: v for k, v in self.__dict__.items() if v != getattr(Domain(), k)}
+        none = Domain()
+        return {k: v for k, v in self.__dict__.items() if v != getattr(none, k)}
 
 
 def _parse_bool(value: str) -> bool:
@@ -245,14 +246,17 @@ def render(color: str, texture: str, shape: str, position: str, rng: np.random.G
     cy = py * size + rng.uniform(-nuisance.jitter, nuisance.jitter)
     cx = px * size + rng.uniform(-nuisance.jitter, nuisance.jitter)
     r = size * rng.uniform(*nuisance.radius)
-    dy, dx = _turn(yy - cy, xx - cx, domain.shape_rotation)
-    mask = _shape_mask(shape, dy, dx, r)
-    if domain.shape_blend:  # an opacity: 1 where both outlines are, 1 - w or w where only one is
+    oy, ox = yy - cy, xx - cx  # offsets from the object's centre
+    dy, dx = _turn(oy, ox, domain.shape_rotation)
+    # the object's opacity: 0/1, or with a blend 1 where both outlines are, 1 - w or w where only one is
+    alpha = _shape_mask(shape, dy, dx, r)
+    if domain.shape_blend:
         w = domain.shape_blend
-        mask = ((1 - w) * mask + w * _shape_mask(_next(SHAPES, shape), dy, dx, r)).astype(np.float32)
+        alpha = (1 - w) * alpha + w * _shape_mask(_next(SHAPES, shape), dy, dx, r)
+    alpha = alpha.astype(np.float32)
     ty, tx = yy, xx
     if domain.texture_rotation:  # the pattern read in a turned frame (whole pixels, as the unturned one)
-        ty, tx = _turn(yy - cy, xx - cx, domain.texture_rotation)
+        ty, tx = _turn(oy, ox, domain.texture_rotation)
         ty, tx = np.floor(ty + cy), np.floor(tx + cx)
     phase = int(rng.integers(0, 4))
     pattern = _texture(texture, ty, tx, phase, rng)
@@ -265,10 +269,7 @@ def render(color: str, texture: str, shape: str, position: str, rng: np.random.G
         obj = fg + marks * (255.0 - fg)
     else:  # marks darker than the object's colour
         obj = fg * (1.0 - marks)
-    if mask.dtype == bool:
-        img = np.where(mask[..., None], obj, bg)
-    else:
-        img = mask[..., None] * obj + (1 - mask[..., None]) * bg
+    img = alpha[..., None] * obj + (1 - alpha[..., None]) * bg  # at opacity 0/1 exactly bg/obj
     img = img + rng.normal(0, nuisance.noise_std, size=img.shape)
     return np.clip(img, 0, 255).astype(np.uint8), bg_name
 
