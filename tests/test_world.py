@@ -278,7 +278,14 @@ def test_pretraining_can_start_from_a_world_clip_with_the_text_tower_frozen_or_s
     meta = tool.pretrain(str(out), steps=2, batch=16, n_images=64, probe=False, init=shipped, text_lr_mult=0.0,
                          hard=tool.parse_hard("color, color+position"))
     with open(shipped + ".json") as f:
-        assert meta["settings"]["init"] == json.load(f)["sha256"] and meta["settings"]["text_lr_mult"] == 0.0
+        root = json.load(f)
+    assert meta["settings"]["init"] == root["sha256"] and meta["settings"]["text_lr_mult"] == 0.0
+    # the record names the chain, root first: a continuation of the continuation lists both ancestors
+    assert meta["lineage"] == [{"settings": root["settings"], "sha256": root["sha256"]}]
+    again = tool.pretrain(str(tmp_path / "ft2.pt"), steps=1, batch=8, n_images=16, probe=False, init=str(out),
+                          text_lr_mult=0.0)
+    assert again["settings"]["init"] == meta["sha256"]
+    assert again["lineage"] == meta["lineage"] + [{"settings": meta["settings"], "sha256": meta["sha256"]}]
     assert meta["settings"]["hard"] == "color,color+position"
     start, end = (clip_state_dict(load_clip("unused", str(p)).float()) for p in (shipped, out))
     text = [k for k in start if k.startswith(tool.TEXT_PARAMS)]
@@ -286,6 +293,7 @@ def test_pretraining_can_start_from_a_world_clip_with_the_text_tower_frozen_or_s
     assert not torch.equal(start["visual.conv1.weight"], end["visual.conv1.weight"])
     plain = tool.pretrain(str(tmp_path / "plain.pt"), steps=1, batch=8, n_images=16, probe=False)["settings"]
     assert not {"init", "text_lr_mult", "hard"} & set(plain)  # defaults: the settings as before the knobs
+    assert "lineage" not in tool.pretrain(str(tmp_path / "plain.pt"), steps=1, batch=8, n_images=16, probe=False)
     # hard batches: every pool shares the group's values, and the pools cover every image once
     attrs = np.random.default_rng(0).integers(0, 3, size=(200, 4))
     pools = tool.hard_pools(attrs, ("color", "position"))

@@ -15,10 +15,11 @@ Knobs (all stored in ``<out>.json`` with the result): ``--steps``, ``--batch``, 
 that a caption names a given attribute), ``--variety`` (probability that a caption words something otherwise
 than the prompts do) and ``--positives`` (CLIP's one-positive targets or caption-aware ones), besides the
 world's own ``tools.world.NUISANCE``. For calibration studies: ``--init`` (start from a world CLIP made before,
-recorded by its digest), ``--text-lr-mult`` (the text tower's learning rate as a multiple of ``--lr``; 0
-freezes it) and ``--hard`` (what the images of a hard batch share, e.g. ``color,color+position``: in turn, one
-batch sharing the colour, the next sharing colour and position); ``<out>.json`` names them only when they
-differ from the defaults, so files made before they existed stay valid.
+recorded by its digest; ``lineage`` lists the chain it continues, root first, each one's settings and digest),
+``--text-lr-mult`` (the text tower's learning rate as a multiple of ``--lr``; 0 freezes it) and ``--hard`` (what
+the images of a hard batch share, e.g. ``color,color+position``: in turn, one batch sharing the colour, the next
+sharing colour and position); ``<out>.json`` names them only when they differ from the defaults, so files made
+before they existed stay valid.
 """
 from __future__ import annotations
 
@@ -126,12 +127,17 @@ def pretrain(out: str, steps: int = DEFAULTS["steps"], batch: int = DEFAULTS["ba
         raise ValueError(f"positives must be one of {POSITIVES}, got {positives!r}")
     if not (math.isfinite(text_lr_mult) and text_lr_mult >= 0):
         raise ValueError(f"text_lr_mult must be a finite number >= 0 (0 freezes the text tower), got {text_lr_mult}")
+    lineage: list = []
     if init:
         if not (osp.isfile(init) and osp.isfile(init + ".json")):
             raise FileNotFoundError(f"--init {init}: no such world CLIP (or no {init}.json beside it); give a file "
                                     "written by python -m tools.pretrain_world_clip")
         with open(init + ".json") as f:
-            settings["init"] = json.load(f)["sha256"]
+            init_meta = json.load(f)
+        settings["init"] = init_meta["sha256"]
+        # the chain of CLIPs this one continues, root first: each one's settings and digest, so that the file's
+        # record alone says how to make it again from nothing
+        lineage = init_meta.get("lineage", []) + [{"settings": init_meta["settings"], "sha256": init_meta["sha256"]}]
     if text_lr_mult != 1.0:
         settings["text_lr_mult"] = text_lr_mult
     hard = tuple(tuple(g) for g in hard)
@@ -228,6 +234,8 @@ def pretrain(out: str, steps: int = DEFAULTS["steps"], batch: int = DEFAULTS["ba
     os.replace(out + ".tmp", out)
     meta = {"settings": settings, "final_loss": round(loss.item(), 6), "seconds": seconds,
             "sha256": state_digest(clip_state_dict(model))}
+    if lineage:
+        meta["lineage"] = lineage
     if probe:
         meta["attribute_zero_shot_accuracy"] = attribute_probe(model)
     with open(meta_path, "w") as f:
