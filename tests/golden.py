@@ -2,6 +2,11 @@
 
     python tests/golden.py --write dear        # (re)write tests/data/golden_dear.pt; only when a change is
                                                # meant to alter the numbers, and say so in the commit
+    python tests/golden.py --out DIR           # compute every case into DIR (what tests/test_golden.py runs)
+
+Both run under pinned numerics (``clipkit.determinism.pin_numerics``: one thread, AVX2 kernels, MKL's
+COMPATIBLE branch), in a process of their own, so the stored and the recomputed tensors are the same bits on
+any x86-64 machine; unpinned, an AMD EPYC missed the values stored on an earlier machine by more than ``TOL``.
 
 Each case builds its trainer through ``build_trainer`` on a fake data set, feeds fixed random images and
 returns named tensors: logits at initialisation, text features, and the loss terms of two optimizer steps.
@@ -141,13 +146,19 @@ def path_of(name: str) -> str:
 
 
 def main() -> None:
+    from clipkit.determinism import pin_numerics
+
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--write", nargs="+", choices=sorted(CASES), required=True)
+    mode = p.add_mutually_exclusive_group(required=True)
+    mode.add_argument("--write", nargs="+", choices=sorted(CASES), help="rewrite these stored cases")
+    mode.add_argument("--out", help="compute every case into this folder (golden_<case>.pt), store nothing")
     args = p.parse_args()
-    os.makedirs(DATA, exist_ok=True)
-    for name in args.write:
-        torch.save(compute(name), path_of(name))
-        print(f"wrote {path_of(name)}")
+    pin_numerics()  # before the first tensor operation
+    folder = args.out or DATA
+    os.makedirs(folder, exist_ok=True)
+    for name in args.write or sorted(CASES):
+        torch.save(compute(name), osp.join(folder, osp.basename(path_of(name))))
+        print(f"wrote {osp.join(folder, osp.basename(path_of(name)))}")
 
 
 if __name__ == "__main__":
