@@ -3,13 +3,15 @@
 #   1. install the requirements into .venv;
 #   2. render the world's data sets (tools/world.py) in CoOp's layout;
 #   3. the tiny CLIP pretrained on the world's image-caption pairs: the shipped one (tools/data/), which
-#      tools/pretrain_world_clip.py regenerates bit for bit, or, with STEPS set, a fresh pretraining run;
+#      tools/pretrain_world_clip.py --chain regenerates bit for bit, or, with STEPS set, that recipe run afresh
+#      with STEPS steps per stage;
 #   4. discover its head roles with Concept Entropy (head_roles.discover);
 #   5. base-to-novel on world_mixed with the real scripts: zero-shot CLIP, CoOp and DeAR, seeds 1-3, the table;
 #   6. pictures: head-role map, fusion weights, attribute-conditioned retrieval.
 # Every stage is cached under output/world; a second run reuses them. Numerics are pinned (clipkit.determinism),
 # so the table is the same, digit for digit, on every machine.
-# Knobs (environment): WORLD_DIR, SEEDS, STEPS (set: pretrain afresh instead of using the shipped CLIP),
+# Knobs (environment): WORLD_DIR, SEEDS, STEPS (set: pretrain afresh instead of using the shipped CLIP; 2400:
+# the shipped file again),
 # PRETRAIN_IMAGES, DISCOVER_IMAGES, EXTRA_OPTS, SKIP_SETUP=1.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -8,7 +8,7 @@
 # (default: the first of SEEDS; XD_SEEDS="1 2 3" for the full cross-dataset table, about 28 more minutes here),
 # WORLD_DIR, COOP_EPOCHS, EXTRA_OPTS, SKIP_SETUP=1; JOBS (runs at once, default: the core count); DEAR_THREADS
 # (threads per run, default 1); for calibration studies: WORLD_DOMAIN (e.g. "shape_rotation=180"), CLIP_FILE (a
-# world CLIP made before) or STEPS (pretrain one afresh).
+# world CLIP made before) or STEPS (pretrain one afresh: the shipped recipe, STEPS steps per stage).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ "${SKIP_SETUP:-0}" != "1" ]; then

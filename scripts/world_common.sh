@@ -122,15 +122,15 @@ world_stamp() {
 }
 
 # world_setup: stages 1-3 (cached): the data sets (seen through WORLD_DOMAIN if set: tools.world --domain), the
-# tiny CLIP (shipped; CLIP_FILE, one made before; or pretrained afresh with STEPS set), its head roles by Concept
-# Entropy
+# tiny CLIP (shipped; CLIP_FILE, one made before; or pretrained afresh with STEPS set: the shipped recipe, STEPS
+# steps per stage, tools.pretrain_world_clip --chain), its head roles by Concept Entropy
 world_setup() {
     local DISCOVER_IMAGES=${DISCOVER_IMAGES:-400}
     say "1/5 world data sets"
     python -m tools.world --root "${DATA}" --corpus-out "${W}/world_corpus.txt" --domain "${WORLD_DOMAIN:-}"
     say "2/5 tiny CLIP"
     if [ -z "${CLIP_FILE:-}" ] && [ -n "${STEPS:-}" ]; then
-        python -m tools.pretrain_world_clip --out "${W}/tiny_world_clip.pt" --steps "${STEPS}" \
+        python -m tools.pretrain_world_clip --chain --out "${W}/tiny_world_clip.pt" --steps "${STEPS}" \
             --images "${PRETRAIN_IMAGES:-20000}" 2> "${W}/pretrain.log"  # the progress bar goes to the log
     else  # the shipped CLIP, or CLIP_FILE: one made before (with its .json beside it)
         local clip=${CLIP_FILE:-tools/data/tiny_world_clip.pt}

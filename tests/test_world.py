@@ -136,7 +136,8 @@ def test_domain_rotates_object_hue_only_and_never_touches_pretraining(tmp_path, 
     # the data sets are seen through DOMAIN and say so; pretraining images never are
     ddir = world.write_dataset(str(tmp_path), "world_color", per_split=(1, 1, 1))
     with open(os.path.join(ddir, "world.json")) as f:
-        assert json.load(f)["domain"] == world.DOMAIN.changes() == {"hue": 35.0}
+        recorded = json.load(f)["domain"]
+    assert recorded == world.DOMAIN.changes() == {"hue": 35.0, "shape_blend": 0.4, "texture_blend": 0.5}
     before = world.pretraining_set(3, seed=2)[0]
     monkeypatch.setattr(world, "DOMAIN", world.Domain(hue=90.0))
     assert np.array_equal(world.pretraining_set(3, seed=2)[0], before)
@@ -190,6 +191,19 @@ def test_domain_turns_shapes_lightens_marks_and_parses_with_clear_errors(tmp_pat
         assert len(np.unique(mixed.sum(-1))) > len(np.unique(plain_draw(own, "striped").sum(-1)))
     mixed = plain_draw("square", "striped", world.Domain(texture_blend=0.4))
     assert np.abs(mixed - (0.6 * plain_draw("square", "striped") + 0.4 * plain_draw("square", "zigzag"))).max() <= 1
+    # position rotation: the grid turned clockwise about the image's centre; 0 draws the same bytes
+    def centre_of(position, degrees):
+        img = world.render("red", "plain", "circle", position, np.random.default_rng(2), nuisance=still,
+                           domain=world.Domain(position_rotation=degrees))[0]
+        ys, xs = np.nonzero(np.abs(img.astype(int) - img[0, 0].astype(int)).sum(-1) > 60)
+        return ys.mean() / 32, xs.mean() / 32
+
+    for position, degrees, lands in (("top center", 90, "center right"), ("center left", 90, "top center"),
+                                     ("bottom right", 180, "top left"), ("center", 30, "center")):
+        assert np.allclose(centre_of(position, degrees), centre_of(lands, 0), atol=0.08), (position, degrees)
+    between = centre_of("top center", 22.5)  # half-way from the top cell towards the top right one, on its ring
+    assert 0.5 < between[1] < 0.65 and between[0] < 0.35
+    assert np.array_equal(draw("ring", "dotted", base), draw("ring", "dotted", world.Domain(position_rotation=0)))
     # parsing: named fields over a base, others kept; bad input names the key and the fix
     d = world.Domain.parse("shape_rotation=180, light_marks=1", base=world.Domain(hue=35.0))
     assert d == world.Domain(hue=35.0, shape_rotation=180.0, light_marks=True)
@@ -241,11 +255,12 @@ def test_world_stamp_removes_results_made_under_another_world(tmp_path):
 # A shortened pretraining schedule and the digest of its weights under pinned numerics (tools/determinism.py),
 # measured with the torch version below. Any x86-64 machine with AVX2 gives these bits.
 SHORT = ["--steps", "3", "--batch", "32", "--images", "256", "--no-probe"]
-SHORT_DIGEST = {"torch": "2.14.1", "sha256": "204d8257db7af7ac"}
+# root: the chain's first stage (a plain run of the tool); chain: its last, the shipped recipe (--chain)
+SHORT_DIGEST = {"torch": "2.14.1", "root": "204d8257db7af7ac", "chain": "0e302560fd1c86ea"}
 
 
-def _pretrain(out, extra_env):
-    proc = subprocess.run([sys.executable, "-m", "tools.pretrain_world_clip", "--out", str(out), *SHORT],
+def _pretrain(out, extra_env, *args):
+    proc = subprocess.run([sys.executable, "-m", "tools.pretrain_world_clip", "--out", str(out), *SHORT, *args],
                           cwd=ROOT, env=dict(RUN_ENV, **extra_env), capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     with open(f"{out}.json") as f:
@@ -253,15 +268,26 @@ def _pretrain(out, extra_env):
 
 
 def test_pretraining_is_bitwise_reproducible_under_any_thread_and_isa_settings(tmp_path):
-    """Two runs whose environments would pick other threads and kernels give the same bits: the numerics are
-    pinned. Unpinned (DEAR_NUMERICS=native), those environments give other weights (the cause)."""
+    """Two runs of the shipped recipe (--chain: a root and three continuations) whose environments would pick
+    other threads and kernels give the same bits at every stage: the numerics are pinned. Unpinned
+    (DEAR_NUMERICS=native), those environments give other weights (the cause)."""
+    from tools import pretrain_world_clip as tool
+
     machine_b = {"OMP_NUM_THREADS": "2", "MKL_NUM_THREADS": "2", "ATEN_CPU_CAPABILITY": "default",
                  "MKL_CBWR": "AUTO", "ONEDNN_MAX_CPU_ISA": "SSE41", "PYTHONHASHSEED": "7"}
-    a = _pretrain(tmp_path / "a.pt", {})
-    b = _pretrain(tmp_path / "b.pt", machine_b)
-    assert a == b
+    a = _pretrain(tmp_path / "a.pt", {}, "--chain")
+    b = _pretrain(tmp_path / "b.pt", machine_b, "--chain")
+    stages = [[json.loads(open(f"{p}.json").read()) for p in tool.chain_paths(str(tmp_path / f"{r}.pt"), 4)]
+              for r in "ab"]
+    assert [m["sha256"] for m in stages[0]] == [m["sha256"] for m in stages[1]] and a == b
+    assert len({m["sha256"] for m in stages[0]}) == 4  # every stage trained
+    # each stage continues the one before; the text tower is frozen in stages 2-3, slowed in stage 4
+    for k, (prev, meta) in enumerate(zip(stages[0], stages[0][1:]), start=1):
+        assert meta["settings"]["init"] == prev["sha256"]
+        assert meta["settings"]["text_lr_mult"] == tool.SHIPPED_CHAIN[k]["text_lr_mult"]
     if torch.__version__.split("+")[0] == SHORT_DIGEST["torch"]:
-        assert a.startswith(SHORT_DIGEST["sha256"]), "the pinned numerics no longer give the recorded bits"
+        assert stages[0][0]["sha256"].startswith(SHORT_DIGEST["root"]), "pinned numerics: not the recorded bits"
+        assert a.startswith(SHORT_DIGEST["chain"]), "pinned numerics: not the recorded bits"
     native_a = _pretrain(tmp_path / "na.pt", {"DEAR_NUMERICS": "native", "OMP_NUM_THREADS": "1"})
     native_b = _pretrain(tmp_path / "nb.pt", dict(machine_b, DEAR_NUMERICS="native"))
     assert native_a != native_b
@@ -281,7 +307,7 @@ def test_pretraining_can_start_from_a_world_clip_with_the_text_tower_frozen_or_s
         root = json.load(f)
     assert meta["settings"]["init"] == root["sha256"] and meta["settings"]["text_lr_mult"] == 0.0
     # the record names the chain, root first: a continuation of the continuation lists both ancestors
-    assert meta["lineage"] == [{"settings": root["settings"], "sha256": root["sha256"]}]
+    assert meta["lineage"] == root.get("lineage", []) + [{"settings": root["settings"], "sha256": root["sha256"]}]
     again = tool.pretrain(str(tmp_path / "ft2.pt"), steps=1, batch=8, n_images=16, probe=False, init=str(out),
                           text_lr_mult=0.0)
     assert again["settings"]["init"] == meta["sha256"]
@@ -305,11 +331,14 @@ def test_pretraining_can_start_from_a_world_clip_with_the_text_tower_frozen_or_s
                      (dict(hard=tool.parse_hard("color+color")), "each group names distinct attributes")):
         with pytest.raises((ValueError, FileNotFoundError), match=says):
             tool.pretrain(str(tmp_path / "bad.pt"), steps=1, batch=8, n_images=16, probe=False, **kw)
+    with pytest.raises(ValueError, match="give --init or --chain, not both"):
+        tool.pretrain_chain(str(tmp_path / "bad.pt"), init=shipped, steps=1, batch=8, n_images=16, probe=False)
     assert not (tmp_path / "bad.pt").exists()
 
 
 def test_shipped_world_clip_is_what_the_tool_makes():
-    """The shipped tiny CLIP: 8 heads per layer, its digest as recorded, made with the tool's default settings."""
+    """The shipped tiny CLIP: 8 heads per layer, its digest as recorded, made by the shipped recipe (--chain)
+    with the tool's default settings."""
     from clipkit.determinism import state_digest
     from clipkit.loader import describe_backbone, load_clip
     from tools import pretrain_world_clip as tool
@@ -318,9 +347,13 @@ def test_shipped_world_clip_is_what_the_tool_makes():
     with open(path + ".json") as f:
         meta = json.load(f)
     assert os.path.getsize(path) < 8e6
-    defaults = tool.default_settings()
-    assert {k: v for k, v in meta["settings"].items() if k != "numerics"} == defaults
-    assert meta["settings"]["numerics"]["numerics"] == "pinned"
+    # the shipped recipe (SHIPPED_CHAIN) with the tool's defaults: its record names every stage, root first
+    stages = meta["lineage"] + [{"settings": meta["settings"], "sha256": meta["sha256"]}]
+    assert len(stages) == len(tool.SHIPPED_CHAIN)
+    for k, (stage, recipe) in enumerate(zip(stages, tool.SHIPPED_CHAIN)):
+        expected = dict(tool.default_settings(), **recipe, **({"init": stages[k - 1]["sha256"]} if k else {}))
+        assert {key: v for key, v in stage["settings"].items() if key != "numerics"} == expected, k
+        assert stage["settings"]["numerics"]["numerics"] == "pinned"
     model = load_clip("unused", path)
     info = describe_backbone(model)
     assert (info["layers"], info["heads"], info["width"]) == (6, 8, 128)
