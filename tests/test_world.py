@@ -333,6 +333,8 @@ def test_pretraining_can_start_from_a_world_clip_with_the_text_tower_frozen_or_s
             tool.pretrain(str(tmp_path / "bad.pt"), steps=1, batch=8, n_images=16, probe=False, **kw)
     with pytest.raises(ValueError, match="give --init or --chain, not both"):
         tool.pretrain_chain(str(tmp_path / "bad.pt"), init=shipped, steps=1, batch=8, n_images=16, probe=False)
+    with pytest.raises(ValueError, match="the chain sets text_lr_mult per stage"):
+        tool.pretrain_chain(str(tmp_path / "bad.pt"), text_lr_mult=0.5, steps=1, batch=8, n_images=16, probe=False)
     assert not (tmp_path / "bad.pt").exists()
 
 

@@ -264,6 +264,9 @@ def pretrain_chain(out: str, chain: tuple[dict, ...] = SHIPPED_CHAIN, probe: boo
     resumes. With the defaults: the shipped CLIP, bit for bit."""
     if kw.pop("init", ""):
         raise ValueError("a chain starts from random weights: give --init or --chain, not both")
+    per_stage = sorted(set(kw) & {key for stage in chain for key in stage})
+    if per_stage:
+        raise ValueError(f"the chain sets {', '.join(per_stage)} per stage: give it in the chain, not for all")
     init, meta = "", {}
     paths = chain_paths(out, len(chain))
     for k, (path, stage) in enumerate(zip(paths, chain)):
