@@ -138,6 +138,16 @@ def test_domain_rotates_object_hue_only_and_never_touches_pretraining(tmp_path, 
     with open(os.path.join(ddir, "world.json")) as f:
         recorded = json.load(f)["domain"]
     assert recorded == world.DOMAIN.changes() == {"hue": 35.0, "shape_blend": 0.4, "texture_blend": 0.5}
+    # world_position has its own camera on top: the grid turned 45 degrees; a study's change applies to all alike
+    pos = world.DATASETS["world_position"]
+    assert pos.calibrated_domain().changes() == {**recorded, "position_rotation": 45.0}
+    assert pos.calibrated_domain("position_rotation=0,hue=10") == world.Domain(hue=10.0, shape_blend=0.4,
+                                                                                 texture_blend=0.5)
+    assert world.DATASETS["world_color"].calibrated_domain("position_rotation=45") == world.Domain.parse(
+        "position_rotation=45", base=world.DOMAIN)
+    ddir = world.write_dataset(str(tmp_path), "world_position", per_split=(1, 1, 1))
+    with open(os.path.join(ddir, "world.json")) as f:
+        assert json.load(f)["domain"] == {**recorded, "position_rotation": 45.0}
     before = world.pretraining_set(3, seed=2)[0]
     monkeypatch.setattr(world, "DOMAIN", world.Domain(hue=90.0))
     assert np.array_equal(world.pretraining_set(3, seed=2)[0], before)
@@ -216,6 +226,10 @@ def test_domain_turns_shapes_lightens_marks_and_parses_with_clear_errors(tmp_pat
     r = subprocess.run([sys.executable, "-m", "tools.world", "--root", str(tmp_path), "--domain", "hue=red"],
                        cwd=ROOT, env=RUN_ENV, capture_output=True, text=True)
     assert r.returncode == 2 and "hue wants a number" in r.stderr and not list(tmp_path.iterdir())
+    r = subprocess.run([sys.executable, "-m", "tools.world", "--root", str(tmp_path), "--datasets",
+                        "world_position,world_colour"], cwd=ROOT, env=RUN_ENV, capture_output=True, text=True)
+    assert r.returncode == 2 and "unknown world_colour; known: world_color" in r.stderr
+    assert not list(tmp_path.iterdir())
     # a data set made under another domain says so and is made again
     ddir = world.write_dataset(str(tmp_path), "world_shape", per_split=(1, 1, 1))
     first = _tree_digest(ddir)
