@@ -525,9 +525,9 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--datasets", default=",".join(DATASETS), help="comma-separated subset of " + ", ".join(DATASETS))
     p.add_argument("--corpus-out", default="", help="also write the world's description corpus here")
+    own = "".join(f"; {d.folder} adds {dict(d.domain)}" for d in DATASETS.values() if d.domain)
     p.add_argument("--domain", default="", help="change every data set's domain from its calibrated one "
-                   f"({DOMAIN}, and world_position's grid turned 45 degrees): comma-separated KEY=VALUE, e.g. "
-                   "shape_rotation=180,light_marks=1")
+                   f"({DOMAIN}{own}): comma-separated KEY=VALUE, e.g. shape_rotation=180,light_marks=1")
     args = p.parse_args()
     names = args.datasets.split(",")
     unknown = [n for n in names if n not in DATASETS]
