@@ -1,4 +1,5 @@
 """The built-in world: its data sets, captions, reproducible pretraining, the shipped tiny CLIP, the demo chain."""
+import dataclasses
 import glob
 import hashlib
 import json
@@ -37,10 +38,21 @@ def test_every_dataset_hinges_on_its_attributes_and_splits_base_new_sensibly():
         assert world.dataset_classes(name, seed=0) == classes and world.dataset_classes(name, seed=1) != classes
     mixed = world.dataset_classes("world_mixed")
     spec = world.DATASETS["world_mixed"]
-    for half in (mixed[:12], mixed[12:]):  # novel classes are new combinations of known words
+    assert spec.novel == "color"
+    colors = [{c[0] for c in half} for half in (mixed[:12], mixed[12:])]
+    assert not colors[0] & colors[1] and colors[0] | colors[1] == set(spec.values("color"))  # new classes: new colours
+    assert (len(colors[0]), len(colors[1])) == (3, 2)  # five colours, base gets the larger half
+    for half, half_colors in zip((mixed[:12], mixed[12:]), colors):
         for i, a in enumerate(spec.defining):
-            counts = [sum(c[i] == v for c in half) for v in spec.values(a)]
+            values = sorted(half_colors) if a == "color" else spec.values(a)  # texture, shape: all on both sides
+            counts = [sum(c[i] == v for c in half) for v in values]
             assert min(counts) >= 1 and max(counts) - min(counts) <= 1, (a, counts)  # none names a class alone
+    unsplit = dataclasses.replace(spec, novel="")  # without it every value is on both sides
+    monkey = dict(world.DATASETS, world_mixed=unsplit)
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(world, "DATASETS", monkey)
+        both = world.dataset_classes("world_mixed")
+    assert {c[0] for c in both[:12]} == {c[0] for c in both[12:]} == set(spec.values("color"))
     position = [p for (p,) in world.dataset_classes("world_position")]
     for half in (position[:5], position[5:]):  # every row and column word on both sides
         cells = [world._row_col(p) for p in half]

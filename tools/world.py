@@ -17,7 +17,7 @@ Each is written in CoOp's layout (``<folder>/images`` + ``split_zhou_<Name>.json
 Dassl data set of ``datasets/world.py``. Base classes are the first half of the labels and new ones the
 second (CoOp's rule); the class order is drawn from the seed so that novel classes are new values of the
 defining attribute (colour, texture, shape) or new combinations of known words (position: every row and
-column word occurs on both sides; mixed: every colour, texture and shape occurs on both sides). Attributes
+column word occurs on both sides); mixed: new colours, with every texture and shape on both sides. Attributes
 that do not define a class are drawn uniformly for every image, so they are on both sides everywhere.
 
 Pretraining pairs (``pretraining_set``) cover every (colour, texture, shape, position) combination, as web
@@ -364,6 +364,8 @@ class WorldDataset:
     n_classes: int = 0  # 0: every value of the (single) defining attribute
     subset: tuple[tuple[str, tuple[str, ...]], ...] = ()  # (attribute, values) to draw classes from; default all
     domain: tuple[tuple[str, float], ...] = ()  # (Domain field, value) on top of DOMAIN: this data set's own camera
+    novel: str = ""  # several defining attributes: the one whose values the halves split (new classes bring values
+    #                  of it that no base class shows, as a real data set's new classes bring new nouns)
 
     def values(self, attribute: str) -> tuple[str, ...]:
         return dict(self.subset).get(attribute, VALUES[attribute])
@@ -386,9 +388,11 @@ DATASETS = {d.folder: d for d in (
     # words; the other data sets keep the grid, as turning cuts objects at the image's edge (shape breaks)
     WorldDataset("world_position", "WorldPosition", ("position",), "a photo of an object in the {}.",
                  domain=(("position_rotation", 45.0),)),
-    # the first world's values: each half holds every one of them, each colour two or three times, so that no
+    # the first world's values; new classes bring colours no base class shows (README, "Calibration": with every
+    # value on both sides, CoOp gained on new classes too), every texture and shape is on both sides, and no
     # single attribute names a class
     WorldDataset("world_mixed", "WorldMixed", ("color", "texture", "shape"), "a photo of a {}.", n_classes=24,
+                 novel="color",
                  subset=(("color", ("red", "yellow", "green", "blue", "purple")),
                          ("texture", ("plain", "striped", "dotted", "checkered")),
                          ("shape", ("circle", "square", "triangle", "cross", "diamond", "ring")))),
@@ -413,8 +417,9 @@ def dataset_classes(name: str, seed: int = 0) -> list[tuple[str, ...]]:
     """The classes of data set ``name`` in label order, each a tuple of values of its defining attributes.
 
     Base = first half (rounded up), new = second half. Single-attribute sets: every value, in a seeded order
-    (position: until every row and column word is on both sides). Mixed: ``n_classes`` distinct triples with
-    every colour, texture and shape of its subset on both sides, each about equally often."""
+    (position: until every row and column word is on both sides). Mixed: ``n_classes`` distinct triples, the
+    values of its ``novel`` attribute split between the halves, every other value of its subset on both sides,
+    each value about equally often within a half."""
     spec = DATASETS[name]
     rng = random.Random(_stream(seed, name))
     if len(spec.defining) == 1:
@@ -430,10 +435,12 @@ def dataset_classes(name: str, seed: int = 0) -> list[tuple[str, ...]]:
     n = spec.n_classes
     while True:  # each half: every value equally often (up to one), shuffled per attribute, zipped into triples
         classes: list[tuple[str, ...]] = []
-        for half_n in (len(_halves(list(range(n)), n)[0]), len(_halves(list(range(n)), n)[1])):
+        novel = list(spec.values(spec.novel)) if spec.novel else []
+        rng.shuffle(novel)
+        for half, half_n in enumerate(len(h) for h in _halves(list(range(n)), n)):
             columns = []
             for a in spec.defining:
-                vals = list(spec.values(a))
+                vals = _halves(novel, len(novel))[half] if a == spec.novel else list(spec.values(a))
                 if half_n < len(vals):
                     raise ValueError(f"{name}: {half_n} classes per half cannot hold every {a}")
                 rng.shuffle(vals)
