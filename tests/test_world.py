@@ -28,7 +28,7 @@ def _tree_digest(folder) -> str:
     return h.hexdigest()
 
 
-def test_every_dataset_hinges_on_its_attributes_and_splits_base_new_sensibly():
+def test_every_dataset_hinges_on_its_attributes_and_splits_base_new_sensibly(monkeypatch):
     sizes = {"world_color": 10, "world_texture": 8, "world_shape": 10, "world_position": 9, "world_mixed": 24}
     assert set(world.DATASETS) == set(sizes)
     for name, spec in world.DATASETS.items():
@@ -47,11 +47,13 @@ def test_every_dataset_hinges_on_its_attributes_and_splits_base_new_sensibly():
             values = sorted(half_colors) if a == "color" else spec.values(a)  # texture, shape: all on both sides
             counts = [sum(c[i] == v for c in half) for v in values]
             assert min(counts) >= 1 and max(counts) - min(counts) <= 1, (a, counts)  # none names a class alone
-    unsplit = dataclasses.replace(spec, novel="")  # without it every value is on both sides
-    monkey = dict(world.DATASETS, world_mixed=unsplit)
-    with pytest.MonkeyPatch.context() as m:
-        m.setattr(world, "DATASETS", monkey)
-        both = world.dataset_classes("world_mixed")
+    for bad in ("position", "colour"):  # not a defining attribute: refused, not silently ignored
+        with pytest.raises(ValueError, match="must be one of its defining attributes"):
+            dataclasses.replace(spec, novel=bad)
+    with pytest.raises(ValueError, match="only a data set with several"):
+        dataclasses.replace(world.DATASETS["world_color"], novel="color")
+    monkeypatch.setitem(world.DATASETS, "world_mixed", dataclasses.replace(spec, novel=""))
+    both = world.dataset_classes("world_mixed")  # without it every value is on both sides
     assert {c[0] for c in both[:12]} == {c[0] for c in both[12:]} == set(spec.values("color"))
     position = [p for (p,) in world.dataset_classes("world_position")]
     for half in (position[:5], position[5:]):  # every row and column word on both sides

@@ -367,6 +367,12 @@ class WorldDataset:
     novel: str = ""  # several defining attributes: the one whose values the halves split (new classes bring values
     #                  of it that no base class shows, as a real data set's new classes bring new nouns)
 
+    def __post_init__(self):
+        if self.novel and (len(self.defining) < 2 or self.novel not in self.defining):
+            raise ValueError(f"{self.folder}: novel={self.novel!r} must be one of its defining attributes "
+                             f"{self.defining}, and only a data set with several has one (a single attribute's "
+                             f"values are split between the halves already)")
+
     def values(self, attribute: str) -> tuple[str, ...]:
         return dict(self.subset).get(attribute, VALUES[attribute])
 
