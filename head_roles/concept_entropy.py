@@ -24,6 +24,7 @@ from typing import Sequence
 SPLITS = ("specialized", "generalization", "mixed")
 TABLE6_QUANTILES = (0.1, 0.2, 0.3, 0.4)  # the supplementary's threshold ablation (Table 6, left)
 DEFAULT_CORE = ("color", "shape", "texture", "object", "location")
+CLUSTER_SELECTIONS = ("leaf", "eom")  # HDBSCAN cluster_selection_method (head_roles.discover.cluster_concepts)
 
 
 class DiscoveryError(ValueError):

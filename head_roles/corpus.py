@@ -113,3 +113,13 @@ def build_corpus(seed: int = 0, per_concept: int = 250) -> list[str]:
     texts = list(dict.fromkeys(texts))
     rng.shuffle(texts)
     return texts
+
+
+def corpus_concepts(seed: int = 0, per_concept: int = 250) -> dict[str, str]:
+    """The single-concept texts of :func:`build_corpus` with the concept each was written for (its compositional
+    texts, which mix two concepts, are left out): the truth against which the clusters' naming can be scored."""
+    truth: dict[str, str] = {}
+    for concept, (words, patterns) in CONCEPT_WORDS.items():
+        texts = [p.format(w) for p, w in itertools.product(patterns, words)]
+        truth.update(dict.fromkeys(texts + (TEXT_EXTRA if concept == "text" else []), concept))
+    return {t: truth[t] for t in build_corpus(seed, per_concept) if t in truth}

@@ -20,8 +20,9 @@ Stages (each cached under ``cache_dir`` when given, each with a progress bar):
 2. text spans: per head, a greedy search over the description corpus (``head_roles/corpus.py``) picks the
    ``texts_per_head`` texts that explain the most variance of the head's outputs, projecting each chosen
    direction out of the outputs and of the corpus before the next pick;
-3. concepts: SBERT (all-MiniLM-L6-v2, offline) embeds every chosen text, HDBSCAN clusters them, each cluster
-   is named by its nearest concept seed centroid (texts HDBSCAN leaves as noise by their own nearest seed);
+3. concepts: SBERT (all-MiniLM-L6-v2, offline) embeds every chosen text, HDBSCAN clusters them (leaf
+   selection by default), each cluster is named by its nearest concept seed centroid (texts HDBSCAN leaves as
+   noise by their own nearest seed; the seeds are the paper's 12 concepts unless ``seeds`` names others);
 4. Concept Entropy: per head, the distribution of its texts over concepts and its Shannon entropy (nats);
    a rule (:mod:`head_roles.concept_entropy`: entropy quantiles, the default, or thresholds on the normalised
    entropy) splits the heads into specialized (attribute when the dominant concept is a core attribute, else
@@ -45,6 +46,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from .concept_entropy import (
+    CLUSTER_SELECTIONS,
     DEFAULT_CORE,
     TABLE6_QUANTILES,
     DiscoveryError,
@@ -62,11 +64,11 @@ from .corpus import CONCEPT_SEEDS, build_corpus
 from .roles import CONCEPTS, ROLES, HeadRoles, parse_roles
 
 __all__ = [
-    "CLIP_MEAN", "CLIP_STD", "DEFAULT_CORE", "TABLE6_QUANTILES", "DiscoveryError", "QuantileRule", "RoleRule",
-    "ThresholdRule", "assign_roles", "cluster_concepts", "compare", "decompose", "discover", "distribution",
-    "entropy", "file_id", "load_images", "load_stage_cache", "model_fingerprint", "normalised_entropy", "plot_roles",
-    "role_map",
-    "save_stage_cache", "sbert_encode", "text_span",
+    "CLIP_MEAN", "CLIP_STD", "CLUSTER_SELECTIONS", "DEFAULT_CORE", "TABLE6_QUANTILES", "DiscoveryError",
+    "QuantileRule", "RoleRule", "ThresholdRule", "assign_roles", "check_seeds", "cluster_concepts", "compare",
+    "decompose", "discover", "distribution", "entropy", "file_id", "load_images", "load_seeds", "load_stage_cache",
+    "model_fingerprint", "normalised_entropy", "plot_roles", "role_map", "save_stage_cache", "sbert_encode",
+    "text_span",
 ]
 
 logger = logging.getLogger(__name__)
@@ -144,15 +146,24 @@ def text_span(head_out: torch.Tensor, text_emb: torch.Tensor, n_texts: int) -> t
 # ---------------------------------------------------------------------------------------------------
 # 3. concepts
 # ---------------------------------------------------------------------------------------------------
-def cluster_concepts(text_emb: np.ndarray, seed_emb: dict[str, np.ndarray], min_cluster_size: int = 5) -> list[str]:
-    """Concept name of every text: HDBSCAN clusters named by the nearest seed centroid; noise by its own."""
+def cluster_concepts(text_emb: np.ndarray, seed_emb: dict[str, np.ndarray], min_cluster_size: int = 5,
+                     selection: str = "leaf") -> list[str]:
+    """Concept name of every text: HDBSCAN clusters named by the nearest seed centroid; noise by its own.
+
+    ``selection``: HDBSCAN's ``cluster_selection_method``. ``"leaf"`` (default) keeps the finest clusters of the
+    condensed tree; ``"eom"`` (HDBSCAN's own default) keeps the most persistent ones, which on a corpus whose
+    concepts lie close together in SBERT space can be two clusters that swallow several concepts each (README,
+    design decisions: on the world's corpus it names 27% of the single-concept texts right, leaf 91%)."""
     import hdbscan
 
+    if selection not in CLUSTER_SELECTIONS:
+        raise DiscoveryError(f"cluster selection {selection!r}: choose one of {', '.join(CLUSTER_SELECTIONS)}")
     if len(text_emb) < 2 * min_cluster_size:
         raise DiscoveryError(f"only {len(text_emb)} distinct texts to cluster; need at least {2 * min_cluster_size}: "
                              "raise --texts-per-head or --layers, or lower --min-cluster-size")
     x = text_emb / np.linalg.norm(text_emb, axis=1, keepdims=True)
-    labels = hdbscan.HDBSCAN(min_cluster_size=min_cluster_size, metric="euclidean").fit_predict(x)
+    labels = hdbscan.HDBSCAN(min_cluster_size=min_cluster_size, metric="euclidean",
+                             cluster_selection_method=selection).fit_predict(x)
     names = list(seed_emb)
     centroids = np.stack([seed_emb[n] / np.linalg.norm(seed_emb[n]) for n in names])  # [C, S]
     out = [names[int(np.argmax(centroids @ v))] for v in x]  # noise: nearest seed
@@ -163,6 +174,38 @@ def cluster_concepts(text_emb: np.ndarray, seed_emb: dict[str, np.ndarray], min_
         for i in idx:
             out[i] = name
     return out
+
+
+def check_seeds(seeds) -> dict[str, list[str]]:
+    """``seeds`` as ``{concept: [phrase, ...]}`` (concepts from :data:`head_roles.roles.CONCEPTS`, at least two, each
+    with at least one non-empty phrase), or a :class:`DiscoveryError` naming what is wrong."""
+    if not isinstance(seeds, dict) or len(seeds) < 2:
+        raise DiscoveryError("concept seeds must map at least 2 concepts to lists of phrases, e.g. "
+                             '{"color": ["a red color"], "shape": ["a triangle"]}')
+    out = {}
+    for concept, phrases in seeds.items():
+        if concept not in CONCEPTS or concept == "none":
+            raise DiscoveryError(f"concept seeds: unknown concept {concept!r}; choose from {list(CONCEPTS[:-1])}")
+        if (not isinstance(phrases, list) or not phrases
+                or not all(isinstance(t, str) and t.strip() for t in phrases)):
+            raise DiscoveryError(f"concept seeds: {concept!r} needs a non-empty list of non-empty phrases")
+        out[concept] = [t.strip() for t in phrases]
+    return out
+
+
+def load_seeds(path: str) -> dict[str, list[str]]:
+    """Concept seeds from a JSON file ``{concept: [phrase, ...]}`` (:func:`check_seeds`)."""
+    try:
+        with open(path) as f:
+            doc = json.load(f)
+    except FileNotFoundError:
+        raise DiscoveryError(f"--seeds {path}: no such file") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise DiscoveryError(f"--seeds {path}: not valid JSON ({e}); write {{concept: [phrase, ...]}}") from None
+    try:
+        return check_seeds(doc)
+    except DiscoveryError as e:
+        raise DiscoveryError(f"--seeds {path}: {e}") from None
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -254,16 +297,21 @@ def discover(clip_model, images: Sequence[str] | torch.Tensor, *, corpus: Sequen
              rule: RoleRule | None = None, n_layers: int = 4, texts_per_head: int = 10,
              core: Sequence[str] | None = None, min_cluster_size: int = 5, cache_dir: str | None = None,
              model_id: str | None = None, backbone: str = "", batch_size: int = 64,
-             progress: bool = True) -> HeadRoles:
+             progress: bool = True, seeds: dict[str, list[str]] | None = None,
+             cluster_selection: str = "leaf") -> HeadRoles:
     """Head roles of the last ``n_layers`` layers of ``clip_model`` (an OpenAI-CLIP ViT) by Concept Entropy.
 
     ``images``: image file paths, or a tensor ``[N, 3, R, R]`` already preprocessed as CLIP does (``R`` the
     model's input resolution; :func:`load_images` does it). ``corpus``: the description texts TEXTSPAN picks
     from (default: :func:`head_roles.corpus.build_corpus`). ``rule``: :class:`QuantileRule` (default: the
     paper's bottom / top 20%) or :class:`ThresholdRule`. ``core``: the concepts that are attributes (default
-    ``color, shape, texture, object, location``). ``cache_dir``: keep each stage's result there, keyed by its
-    inputs, so another rule or core set reruns in seconds; ``model_id`` names the weights in those keys
-    (default: a digest of every weight). Deterministic: the same inputs give the same roles, cached or not.
+    ``color, shape, texture, object, location``). ``seeds``: ``{concept: [phrase, ...]}``, the phrases that name
+    the clusters (default: :data:`head_roles.corpus.CONCEPT_SEEDS`, the paper's 12 concepts; a corpus of another
+    world names its concepts in its own words, and the concepts it lists are the ones a text can take).
+    ``cluster_selection``: HDBSCAN's ``leaf`` (default) or ``eom`` (:func:`cluster_concepts`). ``cache_dir``: keep
+    each stage's result there, keyed by its inputs, so another rule or core set reruns in seconds; ``model_id``
+    names the weights in those keys (default: a digest of every weight). Deterministic: the same inputs give the
+    same roles, cached or not.
 
     Returns validated :class:`HeadRoles`; each head's ``extra`` holds ``entropy`` (nats), ``normalised_entropy``,
     ``distribution`` and ``explained_variance``; ``meta["provenance"]`` records the rule and its parameters.
@@ -280,6 +328,14 @@ def discover(clip_model, images: Sequence[str] | torch.Tensor, *, corpus: Sequen
     unknown = [c for c in core if c not in CONCEPTS or c == "none"]
     if unknown or not core:
         raise DiscoveryError(f"unknown core attributes {unknown or core}; choose from {list(CONCEPTS[:-1])}")
+    seeds = check_seeds(CONCEPT_SEEDS if seeds is None else seeds)
+    unseeded = [c for c in core if c not in seeds]
+    if unseeded:
+        raise DiscoveryError(f"core attributes {unseeded} have no concept seeds, so no text could be named so; add "
+                             f"seed phrases for them or drop them from --core-attributes (seeded: {list(seeds)})")
+    if cluster_selection not in CLUSTER_SELECTIONS:
+        raise DiscoveryError(f"--cluster-selection {cluster_selection!r}: choose one of "
+                             f"{', '.join(CLUSTER_SELECTIONS)}")
     if texts_per_head < 1:
         raise DiscoveryError(f"--texts-per-head {texts_per_head} must be at least 1")
     layers = list(range(info["layers"] - n_layers + 1, info["layers"] + 1))
@@ -342,20 +398,20 @@ def discover(clip_model, images: Sequence[str] | torch.Tensor, *, corpus: Sequen
     logger.info("3/4 concepts: SBERT + HDBSCAN")
     unique = sorted({corpus[j] for idx, _ in spans.values() for j in idx})
     sbert = cached("sbert", (unique,), lambda: sbert_encode(unique))
-    seed_texts = [t for ts in CONCEPT_SEEDS.values() for t in ts]
+    seed_texts = [t for ts in seeds.values() for t in ts]
     seed_emb = sbert_encode(seed_texts)
-    seeds, i = {}, 0
-    for c, ts in CONCEPT_SEEDS.items():
-        seeds[c] = seed_emb[i:i + len(ts)].mean(0)
+    centroids, i = {}, 0
+    for c, ts in seeds.items():
+        centroids[c] = seed_emb[i:i + len(ts)].mean(0)
         i += len(ts)
-    names = cluster_concepts(np.asarray(sbert), seeds, min_cluster_size)
+    names = cluster_concepts(np.asarray(sbert), centroids, min_cluster_size, cluster_selection)
     concept_of = dict(zip(unique, names))
 
     logger.info("4/4 Concept Entropy: %s rule", rule.name)
     keys = list(spans)
     dists = [distribution([concept_of[corpus[j]] for j in spans[k][0]]) for k in keys]
     ents = [entropy(d) for d in dists]
-    n_concepts = len(CONCEPT_SEEDS)
+    n_concepts = len(seeds)
     roles = assign_roles(ents, [dominant_concept(d) for d in dists], core, rule, n_concepts)
     splits = ["specialized" if r in ("attribute", "other_specialized") else r for r, _ in roles]
     doc = {
@@ -368,7 +424,8 @@ def discover(clip_model, images: Sequence[str] | torch.Tensor, *, corpus: Sequen
                                   f"entropy / log(n_concepts), n_concepts = {n_concepts}",
                        "n_concepts": n_concepts, "heads_tied_across_roles": tied_across_split(ents, splits),
                        "num_images": n_images, "texts_per_head": texts_per_head, "corpus_size": len(corpus),
-                       "min_cluster_size": min_cluster_size},
+                       "min_cluster_size": min_cluster_size, "cluster_selection": cluster_selection,
+                       "concept_seeds": seeds},
         "heads": [{"layer": k[0], "head": k[1], "role": r, "concept": c,
                    "phrases": [corpus[j] for j in spans[k][0]], "entropy": round(e, 4),
                    "normalised_entropy": round(normalised_entropy(e, n_concepts), 4),

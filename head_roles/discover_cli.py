@@ -3,7 +3,8 @@
     python -m head_roles.discover --backbone ViT-B/16 --images DIR --out head_roles/vit_b16_discovered.json
     python -m head_roles.discover --backbone ViT-B/16 --root DATA \\
         --dataset-config-file configs/datasets/imagenet.yaml --out roles.json --num-images 500
-      [--weights FILE] [--layers 4] [--texts-per-head 10] [--corpus FILE] [--core-attributes color,shape,...]
+      [--weights FILE] [--layers 4] [--texts-per-head 10] [--corpus FILE] [--seeds FILE.json]
+      [--cluster-selection leaf|eom] [--core-attributes color,shape,...]
       [--quantile Q | --specialized-quantile QS --generalization-quantile QG]        (rule "quantile", default)
       [--rule threshold --specialized-threshold TS --generalization-threshold TG]
       [--compare head_roles/vit_b16.json] [--cache-dir DIR]
@@ -32,7 +33,7 @@ import os.path as osp
 import random
 import sys
 
-from .concept_entropy import DEFAULT_CORE, DiscoveryError, QuantileRule, ThresholdRule
+from .concept_entropy import CLUSTER_SELECTIONS, DEFAULT_CORE, DiscoveryError, QuantileRule, ThresholdRule
 from .roles import ROLES
 
 
@@ -122,6 +123,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--core-attributes", default=",".join(DEFAULT_CORE))
     p.add_argument("--min-cluster-size", type=int, default=5)
     p.add_argument("--corpus", default="", help="a text file of descriptions (default: the built-in corpus)")
+    p.add_argument("--seeds", default="",
+                   help="a JSON file {concept: [phrase, ...]} naming the clusters (default: the paper's 12 concepts)")
+    p.add_argument("--cluster-selection", choices=CLUSTER_SELECTIONS, default="leaf",
+                   help="HDBSCAN cluster selection (default: leaf; eom is HDBSCAN's own default)")
     p.add_argument("--cache-dir", default="", help="default: <out>.cache/")
     p.add_argument("--seed", type=int, default=0, help="seed of the --num-images sample")
     p.add_argument("--compare", default="", help="another roles JSON to compare with")
@@ -135,10 +140,11 @@ def run(args: argparse.Namespace) -> None:
     from clipkit import load_clip
     from clipkit.loader import resolve_clip_weights
 
-    from .discover import compare, discover, file_id, plot_roles
+    from .discover import compare, discover, file_id, load_seeds, plot_roles
     from .roles import load_roles
 
     rule = rule_from_args(args)  # before anything slow
+    seeds = load_seeds(args.seeds) if args.seeds else None
     if bool(args.images) == bool(args.root and args.dataset_config_file):
         raise DiscoveryError("give either --images DIR or --root with --dataset-config-file")
     paths = folder_images(args.images) if args.images else dataset_images(args.root, args.dataset_config_file)
@@ -150,7 +156,8 @@ def run(args: argparse.Namespace) -> None:
     if args.corpus:
         with open(args.corpus) as f:
             corpus = [line.strip() for line in f if line.strip()]
-    roles = discover(model, paths, corpus=corpus, rule=rule, n_layers=args.layers, texts_per_head=args.texts_per_head,
+    roles = discover(model, paths, corpus=corpus, seeds=seeds, cluster_selection=args.cluster_selection, rule=rule,
+                     n_layers=args.layers, texts_per_head=args.texts_per_head,
                      core=[c.strip() for c in args.core_attributes.split(",") if c.strip()],
                      min_cluster_size=args.min_cluster_size, cache_dir=args.cache_dir or args.out + ".cache",
                      model_id=json.dumps(file_id(weights)),

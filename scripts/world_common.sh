@@ -125,9 +125,9 @@ world_stamp() {
 # tiny CLIP (shipped; CLIP_FILE, one made before; or pretrained afresh with STEPS set: the shipped recipe, STEPS
 # steps per stage, tools.pretrain_world_clip --chain), its head roles by Concept Entropy
 world_setup() {
-    local DISCOVER_IMAGES=${DISCOVER_IMAGES:-400}
     say "1/5 world data sets"
-    python -m tools.world --root "${DATA}" --corpus-out "${W}/world_corpus.txt" --domain "${WORLD_DOMAIN:-}"
+    python -m tools.world --root "${DATA}" --corpus-out "${W}/world_corpus.txt" --seeds-out "${W}/world_seeds.json" \
+        --domain "${WORLD_DOMAIN:-}"
     say "2/5 tiny CLIP"
     if [ -z "${CLIP_FILE:-}" ] && [ -n "${STEPS:-}" ]; then
         python -m tools.pretrain_world_clip --chain --out "${W}/tiny_world_clip.pt" --steps "${STEPS}" \
@@ -144,10 +144,33 @@ world_setup() {
     fi
     world_stamp
     say "3/5 head roles (Concept Entropy)"
-    if [ ! -f "${W}/tiny_world_roles.json" ] || [ "${W}/tiny_world_clip.pt" -nt "${W}/tiny_world_roles.json" ]; then
+    world_discover
+}
+
+# world_discover: the CLIP's head roles (${W}/tiny_world_roles.json), rediscovered when the CLIP, the corpus, the
+# seeds or the discovery options change (${W}/roles.stamp); when the roles then differ, every result made with the
+# old ones (DeAR's, and the role-routed runs) is removed
+world_discover() {
+    local DISCOVER_IMAGES=${DISCOVER_IMAGES:-400}
+    local disc_opts="--num-images ${DISCOVER_IMAGES} --texts-per-head 8 --cluster-selection leaf"
+    local rstamp
+    rstamp=$(cat "${W}/tiny_world_clip.pt.json" "${W}/world_corpus.txt" "${W}/world_seeds.json" \
+        <(echo "${disc_opts}") | cksum)
+    if [ ! -f "${W}/tiny_world_roles.json" ] || [ "$(cat "${W}/roles.stamp" 2> /dev/null)" != "${rstamp}" ]; then
+        local new="${W}/tiny_world_roles.new.json"  # the old roles stay until the new ones are complete
+        # shellcheck disable=SC2086  # disc_opts is a list of options
         python -m head_roles.discover --weights "${W}/tiny_world_clip.pt" --images "${DATA}/world_mixed/images" \
-            --out "${W}/tiny_world_roles.json" --corpus "${W}/world_corpus.txt" --num-images "${DISCOVER_IMAGES}" \
-            --texts-per-head 8 > "${W}/discover.log" 2>&1 || { tail -20 "${W}/discover.log" >&2; exit 1; }
-        tail -2 "${W}/discover.log"
+            --out "${new}" --corpus "${W}/world_corpus.txt" --seeds "${W}/world_seeds.json" \
+            --cache-dir "${W}/tiny_world_roles.json.cache" ${disc_opts} > "${W}/discover.log" 2>&1 \
+            || { tail -20 "${W}/discover.log" >&2; exit 1; }
+        tail -2 "${W}/discover.log" | sed "s#${new}#${W}/tiny_world_roles.json#; s#${new%.json}.png#${W}/tiny_world_roles.png#"
+        if [ -f "${W}/tiny_world_roles.json" ] && ! python -c "import sys; from head_roles import load_roles as L
+sys.exit(L(sys.argv[1]).digest != L(sys.argv[2]).digest)" "${W}/tiny_world_roles.json" "${new}"; then
+            say "the head roles changed: removing DeAR's results and the role-routed runs made with the old ones"
+            rm -rf "${W}"/base2new/*/*/*/DeAR "${W}"/xd/*/*/*/DeAR "${W}/roles"
+        fi
+        mv "${new%.json}.png" "${W}/tiny_world_roles.png"
+        mv "${new}" "${W}/tiny_world_roles.json"
+        echo "${rstamp}" > "${W}/roles.stamp"
     fi
 }

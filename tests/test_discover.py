@@ -16,6 +16,7 @@ from head_roles.discover import (
     QuantileRule,
     ThresholdRule,
     assign_roles,
+    check_seeds,
     cluster_concepts,
     compare,
     decompose,
@@ -23,6 +24,7 @@ from head_roles.discover import (
     distribution,
     entropy,
     load_images,
+    load_seeds,
     normalised_entropy,
     text_span,
 )
@@ -195,6 +197,44 @@ def test_clusters_named_by_concept_seeds():
     assert names == ["color"] * 8 + ["shape"] * 8
     with pytest.raises(DiscoveryError, match="distinct texts"):
         cluster_concepts(emb[:4], {"color": a}, min_cluster_size=3)
+    assert cluster_concepts(emb, {"color": a, "shape": b}, min_cluster_size=3, selection="eom") == names
+    with pytest.raises(DiscoveryError, match="choose one of leaf, eom"):
+        cluster_concepts(emb, {"color": a, "shape": b}, min_cluster_size=3, selection="flat")
+
+
+def test_leaf_selection_keeps_concepts_that_eom_merges():
+    """Four groups in two well-separated pairs: HDBSCAN's eom keeps the two pairs (the more persistent clusters),
+    so each pair gets one name; leaf keeps the four groups, each named by its own seed."""
+    rng = np.random.default_rng(1)
+    base = rng.normal(size=(2, 32)) * 3
+    centres = {c: base[i // 2] + rng.normal(size=32) * 0.5 for i, c in enumerate(["color", "texture", "shape",
+                                                                                      "location"])}
+    emb = np.concatenate([centres[c] + 0.3 * rng.normal(size=(10, 32)) for c in centres])
+    truth = [c for c in centres for _ in range(10)]
+    assert cluster_concepts(emb, centres, min_cluster_size=5, selection="leaf") == truth
+    eom = cluster_concepts(emb, centres, min_cluster_size=5, selection="eom")
+    assert len(set(eom[:20])) == 1 and len(set(eom[20:])) == 1  # one name per pair: half the texts misnamed
+
+
+def test_concept_seeds_are_checked_with_clear_errors(tmp_path):
+    assert check_seeds({"color": [" a red color "], "shape": ["a circle"]}) == {"color": ["a red color"],
+                                                                               "shape": ["a circle"]}
+    bad = {'["color"]': "at least 2 concepts", "{}": "at least 2 concepts", '{"color": ["a"]}': "at least 2 concepts",
+           '{"color": ["a"], "colour": ["b"]}': "unknown concept 'colour'",
+           '{"color": ["a"], "shape": []}': "'shape' needs a non-empty list",
+           '{"color": ["a"], "shape": "a circle"}': "'shape' needs a non-empty list",
+           '{"color": ["a"], "shape": [" "]}': "'shape' needs a non-empty list",
+           '{"color": ["a"], "none": ["b"]}': "unknown concept 'none'"}
+    for i, (text, message) in enumerate(bad.items()):
+        path = tmp_path / f"s{i}.json"
+        path.write_text(text)
+        with pytest.raises(DiscoveryError, match=message):
+            load_seeds(str(path))
+    (tmp_path / "broken.json").write_text('{"color": [')
+    with pytest.raises(DiscoveryError, match="not valid JSON"):
+        load_seeds(str(tmp_path / "broken.json"))
+    with pytest.raises(DiscoveryError, match="no such file"):
+        load_seeds(str(tmp_path / "absent.json"))
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -263,6 +303,25 @@ def test_tensor_images_and_other_rules_on_the_cache(discovered, tiny_clip):
     assert (c["attribute"] + c["other_specialized"], c["generalization"], c["mixed"]) == (6, 6, 4)
 
 
+def test_own_concept_seeds_name_the_texts_and_are_recorded(discovered, tiny_clip):
+    a, _, root, paths = discovered
+    seeds = {"color": ["a red color", "a blue color"], "shape": ["a circle", "a square"],
+             "object": ["a cup", "a car"]}
+    s = discover(tiny_clip, paths, cache_dir=str(root / "cache"), seeds=seeds, core=["color", "shape"],
+                 cluster_selection="eom", **KW)
+    prov = s.meta["provenance"]
+    assert prov["concept_seeds"] == seeds and prov["n_concepts"] == 3 and prov["cluster_selection"] == "eom"
+    assert a.meta["provenance"]["cluster_selection"] == "leaf" and a.meta["provenance"]["n_concepts"] == 12
+    assert all(set(h.extra["distribution"]) <= set(seeds) for h in s.heads)
+    assert all(h.extra["normalised_entropy"] == pytest.approx(h.extra["entropy"] / math.log(3), abs=1e-3)
+               for h in s.heads)
+    assert all(h.concept in ("color", "shape") for h in s.heads if h.role == "attribute")
+    with pytest.raises(DiscoveryError, match=r"core attributes \['texture'\] have no concept seeds"):
+        discover(tiny_clip, paths, seeds=seeds, core=["color", "texture"], **KW)
+    with pytest.raises(DiscoveryError, match="--cluster-selection 'flat'"):
+        discover(tiny_clip, paths, cluster_selection="flat", **KW)
+
+
 def test_discovered_roles_train_with_dear(discovered, tmp_path, tiny_clip_file):
     from conftest import make_cfg
     from dassl.engine import build_trainer
@@ -325,6 +384,11 @@ def test_cli_errors(tmp_path, capsys):
     out = subprocess.run([sys.executable, "-m", "head_roles.discover", "--images", str(tmp_path), "--out", "r.json",
                           "--rule", "threshold"], cwd=ROOT, capture_output=True, text=True)
     assert out.returncode == 2 and out.stderr.startswith("error: --rule threshold needs --specialized-threshold")
+    (tmp_path / "seeds.json").write_text('{"color": ["a red color"]}')
+    assert main(["--images", str(tmp_path), "--out", str(tmp_path / "r.json"), "--seeds",
+                 str(tmp_path / "seeds.json")]) == 2  # refused before the images are looked for
+    err = capsys.readouterr().err
+    assert "error: --seeds" in err and "at least 2 concepts" in err and not (tmp_path / "r.json").exists()
 
 
 def test_role_map_png(tmp_path):

@@ -280,6 +280,55 @@ def test_world_stamp_removes_results_made_under_another_world(tmp_path):
     assert "removing" in stamp() and not (w / "base2new").exists() and not (w / "tiny_world_roles.json").exists()
 
 
+def test_roles_are_rediscovered_when_their_inputs_change_and_results_of_old_roles_removed(tmp_path):
+    """world_discover (scripts/world_common.sh), with discovery stubbed by a copy of a given roles file: it runs
+    again only when the CLIP, corpus, seeds or options change, and removes DeAR's and the role-routed results only
+    when the roles it then finds differ; a failed discovery leaves the old roles and results in place."""
+    w = tmp_path / "w"
+    w.mkdir()
+    for name, text in [("tiny_world_clip.pt.json", '{"sha256": "x"}'), ("world_corpus.txt", "a red color\n"),
+                       ("world_seeds.json", "{}")]:
+        (w / name).write_text(text)
+    a = json.loads(open(os.path.join(ROOT, "head_roles", "vit_b16.json")).read())
+    b = json.loads(json.dumps(a))
+    b["heads"][0]["role"], b["heads"][0]["concept"] = "mixed", "none"
+    (tmp_path / "a.json").write_text(json.dumps(a))
+    (tmp_path / "b.json").write_text(json.dumps(b))
+    (tmp_path / "a_again.json").write_text(json.dumps(dict(a, heads=[dict(h, phrases=["other words"])
+                                                                  for h in a["heads"]])))
+    results = ["base2new/train_base/world_mixed/shots_16/DeAR", "base2new/train_base/world_mixed/shots_16/CoOp",
+               "xd/test/world_mixed_to_world_color/shots_16/DeAR", "roles/base2new"]
+
+    def discover(source, fail=False):
+        for r in results:
+            (w / r).mkdir(parents=True, exist_ok=True)
+        stub = (f'python() {{ if [ "$2" = head_roles.discover ]; then echo run >> {tmp_path}/calls; '
+                + ('return 1; ' if fail else '')
+                + f'local out=$(echo "$@" | sed "s/.*--out \\([^ ]*\\).*/\\1/"); cp {tmp_path}/{source} "$out"; '
+                + 'cp "$out" "${out%.json}.png"; else command python "$@"; fi; }')
+        proc = subprocess.run(["bash", "-c", f". scripts/world_common.sh; {stub}; world_discover"], cwd=ROOT,
+                              env=dict(RUN_ENV, WORLD_DIR=str(w)), capture_output=True, text=True)
+        calls = (tmp_path / "calls").read_text().count("run") if (tmp_path / "calls").exists() else 0
+        (tmp_path / "calls").unlink(missing_ok=True)
+        return proc, calls, [r for r in results if (w / r).exists()]
+
+    proc, calls, kept = discover("a.json")
+    assert proc.returncode == 0 and calls == 1 and kept == results  # no roles before: nothing to invalidate
+    assert json.loads((w / "tiny_world_roles.json").read_text()) == a and (w / "tiny_world_roles.png").exists()
+    assert discover("b.json")[1:] == (0, results)  # same inputs: not run again
+    (w / "world_corpus.txt").write_text("a red color\nsomething red\n")
+    proc, calls, kept = discover("a_again.json")  # run again; other phrases, the same roles: results kept
+    assert calls == 1 and kept == results and "removing" not in proc.stdout
+    (w / "world_seeds.json").write_text('{"color": ["a red color"]}')
+    proc, calls, kept = discover("b.json", fail=True)
+    assert proc.returncode != 0 and kept == results  # failed: old roles and results stay, next run retries
+    assert json.loads((w / "tiny_world_roles.json").read_text())["heads"][0]["phrases"] == ["other words"]
+    proc, calls, kept = discover("b.json")
+    assert proc.returncode == 0 and calls == 1 and "the head roles changed" in proc.stdout
+    assert kept == ["base2new/train_base/world_mixed/shots_16/CoOp"]  # DeAR's and the routed runs removed
+    assert json.loads((w / "tiny_world_roles.json").read_text()) == b
+
+
 # A shortened pretraining schedule and the digest of its weights under pinned numerics (tools/determinism.py),
 # measured with the torch version below. Any x86-64 machine with AVX2 gives these bits.
 SHORT = ["--steps", "3", "--batch", "32", "--images", "256", "--no-probe"]
@@ -433,6 +482,34 @@ def test_retrieval_scores_hits_against_the_worlds_ground_truth():
     assert overlapping_texts(fig) == []
     plt.close(fig)
     assert retrieval(_StubDeAR(feats), images, RETRIEVAL_QUERIES, top=2)["color"]["precision_at_k"] is None
+
+
+def test_world_corpus_texts_have_one_concept_and_its_seeds_name_them():
+    """Every corpus text describes one attribute (no "a red striped circle"); with the world's seeds SBERT + HDBSCAN
+    name at least 90% of them as built and every location text a location, where the paper's seeds (places on
+    earth) name none of the world's positions so."""
+    from head_roles.corpus import CONCEPT_SEEDS
+    from tools.concept_naming import naming_accuracy
+
+    truth = world.world_corpus_concepts()
+    assert world.world_corpus() == list(truth)
+    assert set(truth.values()) == {"color", "texture", "shape", "location", "background"}
+    values = {"color": set(world.COLORS), "texture": set(world.TEXTURES), "shape": set(world.SHAPES)}
+
+    def attributes_named(text):
+        return {a for a, vs in values.items() if vs & set(text.split())}
+
+    assert attributes_named("a red striped circle") == {"color", "texture", "shape"}
+    assert all(attributes_named(t) <= {c} for t, c in truth.items())
+    seeds = world.world_concept_seeds()
+    assert set(seeds) == set(CONCEPT_SEEDS) and seeds["color"] == CONCEPT_SEEDS["color"]
+    assert seeds["location"] != CONCEPT_SEEDS["location"] and seeds["texture"] != CONCEPT_SEEDS["texture"]
+    assert not set(truth) & set(world.WORLD_SEEDS["texture"] + world.WORLD_SEEDS["location"])
+    ours, ours_per = naming_accuracy(truth, seeds, "leaf")  # background texts clustered, not scored
+    papers, papers_per = naming_accuracy(truth, CONCEPT_SEEDS, "leaf")
+    assert ours >= 0.9 and ours_per["location"] == 1.0
+    assert papers_per["location"] == 0.0 and papers < ours - 0.15
+    assert set(ours_per) == {"color", "texture", "shape", "location"}
 
 
 def test_datasets_record_every_images_attributes(tmp_path):

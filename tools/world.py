@@ -26,7 +26,7 @@ it wrongly with probability ``CAPTION_NOISE`` (web captions are noisy): the knob
 schedule, set how well zero-shot CLIP does. Everything is a deterministic function of the seed (no Python
 ``hash()``, no set iteration, numpy and ``random`` generators seeded per data set).
 
-    python -m tools.world --root DATA [--seed 0] [--corpus-out FILE]    # writes every data set (cached)
+    python -m tools.world --root DATA [--seed 0] [--corpus-out FILE] [--seeds-out FILE]   # every data set (cached)
 """
 from __future__ import annotations
 
@@ -512,24 +512,56 @@ def write_all(root: str, seed: int = 0, per_split: tuple[int, int, int] = PER_SP
     return [write_dataset(root, name, seed, per_split) for name in DATASETS]
 
 
-def world_corpus() -> list[str]:
-    """Descriptions of the world's concepts for the Concept Entropy analysis of a world-trained CLIP."""
-    out = []
+def world_corpus_concepts() -> dict[str, str]:
+    """The world's description corpus for the Concept Entropy analysis of a world-trained CLIP, every text with the
+    concept it describes by construction: ``color``, ``texture``, ``shape``, ``location`` (the object's place in
+    the frame: the world's position attribute) or ``background`` (a nuisance, no concept of the paper's).
+
+    One concept per text, as TEXTSPAN's descriptions mostly are: a text naming three attributes at once ("a red
+    striped circle") has no one concept, and the analysis would name it after whichever seed its SBERT embedding
+    lies nearest, so that a head picking such texts looked specialized in that concept (README, design
+    decisions). The truth lets a test measure how well SBERT + HDBSCAN name the texts (``tests/test_world.py``)."""
+    out: dict[str, str] = {}
     for c in COLORS:
-        out += [f"a {c} color", f"something {c}", f"{c} tones", f"a {c} object"]
+        out.update(dict.fromkeys([f"a {c} color", f"something {c}", f"{c} tones", f"a {c} object"], "color"))
     for t in TEXTURES:
-        out += [f"a {w} pattern" for w in TEXTURE_WORDS[t]] + [f"a surface with {TEXTURE_NOUNS[t]}", f"{t} texture"]
+        texts = [f"a {w} pattern" for w in TEXTURE_WORDS[t]] + [f"a surface with {TEXTURE_NOUNS[t]}", f"{t} texture"]
+        out.update(dict.fromkeys(texts, "texture"))
     for s in SHAPES:
-        out += [f"a {s}", f"a {s} shape", f"a small {s}", f"an outline of a {s}"]
+        out.update(dict.fromkeys([f"a {s}", f"a {s} shape", f"a small {s}", f"an outline of a {s}"], "shape"))
     for p in POSITIONS:
         row, col = _row_col(p)
         words = (_ROW_WORDS["center"] if p == "center"
                  else [f"{r} {c}" for r in _ROW_WORDS[row] for c in _COL_WORDS[col]])
-        out += [f"in the {w}" for w in words] + [f"something in the {p}"]
+        out.update(dict.fromkeys([f"in the {w}" for w in words] + [f"something in the {p}"], "location"))
     for b in BACKGROUNDS:
-        out += [f"on a {b} background", f"a {b} scene"]
-    out += [f"a {c} {t} {s}" for c in COLORS for t in TEXTURES for s in SHAPES][::7]
-    return list(dict.fromkeys(out))
+        out.update(dict.fromkeys([f"on a {b} background", f"a {b} scene"], "background"))
+    return out
+
+
+def world_corpus() -> list[str]:
+    """The texts of :func:`world_corpus_concepts`, in its order (``--corpus-out``)."""
+    return list(world_corpus_concepts())
+
+
+# The phrases that name the analysis' clusters (head_roles.discover, ``seeds``): the paper's 12 concepts, with two
+# worded as the world means them. Its textures are printed patterns, not materials (the paper's seeds say "furry",
+# "woven", "marbled"), and its locations are places in the frame, not places on earth ("photo taken in a city").
+# None of these is a text of the corpus (three of the paper's seeds kept are: "a red color", "a circle", "a triangle").
+WORLD_SEEDS = {
+    "texture": ["a repeating printed pattern", "a patterned surface", "a surface texture",
+                "lines or dots on a surface"],
+    "location": ["at the top left of the picture", "near the bottom edge", "in the middle of the image",
+                 "placed on the right side"],
+}
+
+
+def world_concept_seeds() -> dict[str, list[str]]:
+    """Concept seeds for the world (``--seeds-out``): :data:`head_roles.corpus.CONCEPT_SEEDS` with
+    :data:`WORLD_SEEDS` in place of theirs."""
+    from head_roles.corpus import CONCEPT_SEEDS  # pure Python; imported here so that rendering needs no head_roles
+
+    return {c: list(WORLD_SEEDS.get(c, ts)) for c, ts in CONCEPT_SEEDS.items()}
 
 
 def main() -> None:
@@ -538,6 +570,7 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--datasets", default=",".join(DATASETS), help="comma-separated subset of " + ", ".join(DATASETS))
     p.add_argument("--corpus-out", default="", help="also write the world's description corpus here")
+    p.add_argument("--seeds-out", default="", help="also write the world's concept seeds here (JSON)")
     own = "".join(f"; {d.folder} adds {dict(d.domain)}" for d in DATASETS.values() if d.domain)
     p.add_argument("--domain", default="", help="change every data set's domain from its calibrated one "
                    f"({DOMAIN}{own}): comma-separated KEY=VALUE, e.g. shape_rotation=180,light_marks=1")
@@ -557,6 +590,11 @@ def main() -> None:
         os.makedirs(osp.dirname(osp.abspath(args.corpus_out)), exist_ok=True)
         with open(args.corpus_out, "w") as f:
             f.write("\n".join(world_corpus()) + "\n")
+    if args.seeds_out:
+        os.makedirs(osp.dirname(osp.abspath(args.seeds_out)), exist_ok=True)
+        with open(args.seeds_out, "w") as f:
+            json.dump(world_concept_seeds(), f, indent=1)
+            f.write("\n")
 
 
 if __name__ == "__main__":
