@@ -92,14 +92,18 @@ CONCEPT_SEEDS = {
 }
 
 
+def concept_texts(concept: str) -> list[str]:
+    """Every single-concept text written for ``concept`` (each pattern with each word), in a fixed order."""
+    words, patterns = CONCEPT_WORDS[concept]
+    return [p.format(w) for p, w in itertools.product(patterns, words)] + (TEXT_EXTRA if concept == "text" else [])
+
+
 def build_corpus(seed: int = 0, per_concept: int = 250) -> list[str]:
     """A deterministic list of distinct descriptions (``per_concept`` at most per concept, shuffled)."""
     rng = random.Random(seed)
     texts: list[str] = []
-    for concept, (words, patterns) in CONCEPT_WORDS.items():
-        items = [p.format(w) for p, w in itertools.product(patterns, words)]
-        if concept == "text":
-            items += TEXT_EXTRA
+    for concept in CONCEPT_WORDS:
+        items = concept_texts(concept)
         rng.shuffle(items)
         texts.extend(items[:per_concept])
     # compositional descriptions mixing two concepts, as real captions do
@@ -118,8 +122,5 @@ def build_corpus(seed: int = 0, per_concept: int = 250) -> list[str]:
 def corpus_concepts(seed: int = 0, per_concept: int = 250) -> dict[str, str]:
     """The single-concept texts of :func:`build_corpus` with the concept each was written for (its compositional
     texts, which mix two concepts, are left out): the truth against which the clusters' naming can be scored."""
-    truth: dict[str, str] = {}
-    for concept, (words, patterns) in CONCEPT_WORDS.items():
-        texts = [p.format(w) for p, w in itertools.product(patterns, words)]
-        truth.update(dict.fromkeys(texts + (TEXT_EXTRA if concept == "text" else []), concept))
+    truth = {t: concept for concept in CONCEPT_WORDS for t in concept_texts(concept)}
     return {t: truth[t] for t in build_corpus(seed, per_concept) if t in truth}

@@ -68,7 +68,7 @@ __all__ = [
     "QuantileRule", "RoleRule", "ThresholdRule", "assign_roles", "check_seeds", "cluster_concepts", "compare",
     "decompose", "discover", "distribution", "entropy", "file_id", "load_images", "load_seeds", "load_stage_cache",
     "model_fingerprint", "normalised_entropy", "plot_roles", "role_map", "save_stage_cache", "sbert_encode",
-    "text_span",
+    "seed_centroids", "text_span",
 ]
 
 logger = logging.getLogger(__name__)
@@ -152,8 +152,8 @@ def cluster_concepts(text_emb: np.ndarray, seed_emb: dict[str, np.ndarray], min_
 
     ``selection``: HDBSCAN's ``cluster_selection_method``. ``"leaf"`` (default) keeps the finest clusters of the
     condensed tree; ``"eom"`` (HDBSCAN's own default) keeps the most persistent ones, which on a corpus whose
-    concepts lie close together in SBERT space can be two clusters that swallow several concepts each (README,
-    design decisions: on the world's corpus it names 27% of the single-concept texts right, leaf 91%)."""
+    concepts lie close together in SBERT space can be a few clusters that swallow several concepts each (README,
+    "Naming the clusters": of the texts the world CLIP's heads picked, eom names 76.6% right, leaf 93.6%)."""
     import hdbscan
 
     if selection not in CLUSTER_SELECTIONS:
@@ -173,6 +173,16 @@ def cluster_concepts(text_emb: np.ndarray, seed_emb: dict[str, np.ndarray], min_
         name = names[int(np.argmax(centroids @ (c / np.linalg.norm(c))))]
         for i in idx:
             out[i] = name
+    return out
+
+
+def seed_centroids(seeds: dict[str, list[str]]) -> dict[str, np.ndarray]:
+    """``{concept: mean SBERT embedding of its seed phrases}`` (all phrases encoded in one call)."""
+    emb = sbert_encode([t for ts in seeds.values() for t in ts])
+    out, i = {}, 0
+    for c, ts in seeds.items():
+        out[c] = emb[i:i + len(ts)].mean(0)
+        i += len(ts)
     return out
 
 
@@ -398,13 +408,7 @@ def discover(clip_model, images: Sequence[str] | torch.Tensor, *, corpus: Sequen
     logger.info("3/4 concepts: SBERT + HDBSCAN")
     unique = sorted({corpus[j] for idx, _ in spans.values() for j in idx})
     sbert = cached("sbert", (unique,), lambda: sbert_encode(unique))
-    seed_texts = [t for ts in seeds.values() for t in ts]
-    seed_emb = sbert_encode(seed_texts)
-    centroids, i = {}, 0
-    for c, ts in seeds.items():
-        centroids[c] = seed_emb[i:i + len(ts)].mean(0)
-        i += len(ts)
-    names = cluster_concepts(np.asarray(sbert), centroids, min_cluster_size, cluster_selection)
+    names = cluster_concepts(np.asarray(sbert), seed_centroids(seeds), min_cluster_size, cluster_selection)
     concept_of = dict(zip(unique, names))
 
     logger.info("4/4 Concept Entropy: %s rule", rule.name)
